@@ -1,0 +1,1 @@
+"""Pure building blocks of cross-modal fine-tuning (torch, POT, numpy; no orchestration)."""

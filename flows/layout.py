@@ -1,0 +1,58 @@
+"""Where each stage reads and writes, relative to a workspace root. ``dvc.yaml`` lists the same paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Layout"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of every stage output under ``root`` (the DVC repo, or ``recraft run --workdir``)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    # assets
+    @property
+    def body_dir(self) -> Path:
+        return self.root / "data" / "assets" / "body"
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.root / "data" / "assets" / "source"
+
+    @property
+    def target_dir(self) -> Path:
+        return self.root / "data" / "assets" / "target"
+
+    # prepare
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    # source (stage 0)
+    @property
+    def source_dir(self) -> Path:
+        return self.root / "models" / "source"
+
+    # align (stage 1)
+    @property
+    def embedder_dir(self) -> Path:
+        return self.root / "models" / "embedder"
+
+    # fit (stage 2)
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models" / "model"
+
+    # metrics and plots
+    def metrics(self, stage: str) -> Path:
+        return self.root / "metrics" / f"{stage}.json"
+
+    def plot(self, name: str) -> Path:
+        return self.root / "plots" / name

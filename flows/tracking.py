@@ -1,0 +1,135 @@
+"""The one MLflow adapter: pipeline parent runs, stage child runs, metrics, artifacts, models.
+
+DVC runs each stage in its own process, so a stage finds the pipeline's parent run by tag: the
+first stage of a ``dvc repro`` opens a parent run (tagged with the workspace), later stages attach
+their child runs to it, and ``evaluate`` closes it. A failed stage marks the parent FAILED.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from components.errors import UserError
+from flows.settings import Settings
+
+__all__ = ["Tracker"]
+
+_PIPELINE_TAG = "recraft.pipeline"
+_WORKSPACE_TAG = "recraft.workspace"
+
+
+class Tracker:
+    """MLflow runs for one workspace.
+
+    Args:
+        settings: where the store is (tracking URI, artifact location, experiment name).
+        workspace: identifies the pipeline run's home (the DVC repo or ``--workdir``).
+    """
+
+    def __init__(self, settings: Settings, workspace: Path) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        self.settings = settings
+        self.workspace = str(workspace.resolve())
+        uri = settings.resolved_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            exp = mlflow.get_experiment_by_name(settings.experiment)
+            if exp is None:
+                exp_id = mlflow.create_experiment(
+                    settings.experiment, artifact_location=settings.resolved_artifact_location()
+                )
+            else:
+                exp_id = exp.experiment_id
+        except Exception as exc:  # MLflow raises many types for an unreachable store
+            raise UserError(
+                f"cannot reach the MLflow tracking store {uri}: {str(exc).splitlines()[0][:200]}",
+                hint="check RECRAFT_TRACKING_URI (unset it to use the local SQLite store)",
+            ) from exc
+        self.experiment_id = exp_id
+
+    def _open_parent(self, params_flat: dict[str, Any], tags: dict[str, str]) -> str:
+        client = self._mlflow.MlflowClient()
+        found = client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{_PIPELINE_TAG}` = 'true' and tags.`{_WORKSPACE_TAG}` = '{self.workspace}' "
+                "and attributes.status = 'RUNNING'"
+            ),
+            max_results=1,
+        )
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(
+            self.experiment_id,
+            tags={_PIPELINE_TAG: "true", _WORKSPACE_TAG: self.workspace, **tags},
+            run_name=f"{tags.get('task', 'pipeline')}-{tags.get('method', '')}",
+        )
+        self._log_params(client, run.info.run_id, params_flat)
+        return run.info.run_id
+
+    @staticmethod
+    def _log_params(client, run_id: str, params_flat: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in sorted(params_flat.items())]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i : i + 100])
+
+    @contextmanager
+    def stage(
+        self, name: str, params_flat: dict[str, Any], tags: dict[str, str], close_parent: bool = False
+    ) -> Iterator[StageRun]:
+        """A child run for one stage under the workspace's open pipeline run."""
+        mlflow = self._mlflow
+        parent_id = self._open_parent(params_flat, tags)
+        client = mlflow.MlflowClient()
+        with mlflow.start_run(run_id=parent_id):
+            with mlflow.start_run(run_name=name, nested=True, tags={"recraft.stage": name, **tags}) as child:
+                self._log_params(client, child.info.run_id, params_flat)
+                try:
+                    yield StageRun(mlflow, child.info.run_id)
+                except BaseException:
+                    client.set_terminated(parent_id, status="FAILED")
+                    raise
+            if not close_parent:
+                # start_run(run_id=...) would end the parent on exit; keep it open for later stages.
+                client.set_terminated(parent_id, status="RUNNING")
+        if close_parent:
+            client.set_terminated(parent_id, status="FINISHED")
+        self.parent_id = parent_id
+
+    def log_parent_metrics(self, metrics: dict[str, float]) -> None:
+        """Final metrics on the pipeline run itself, so the runs table shows them."""
+        client = self._mlflow.MlflowClient()
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                client.log_metric(self.parent_id, k, float(v))
+
+
+class StageRun:
+    """Logging inside one stage's child run."""
+
+    def __init__(self, mlflow, run_id: str) -> None:
+        self._mlflow = mlflow
+        self.run_id = run_id
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
+        """Log finite metrics as ``prefix/name`` (names may already carry their split)."""
+        clean = {
+            (f"{prefix}/{k}" if prefix else k): float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and math.isfinite(v)
+        }
+        self._mlflow.log_metrics(clean, step=step)
+
+    def artifact(self, path: str | Path, folder: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)

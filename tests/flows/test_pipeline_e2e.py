@@ -1,0 +1,117 @@
+"""A tiny real end-to-end run: real MiniLM cut to 2 layers, real DNA and WNUT subsets, Prefect's
+test harness, MLflow in a temporary SQLite store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "model.n_layers=2",
+    "prepare.max_train=160",
+    "prepare.max_test=60",
+    "source.n_source=120",
+    "source.epochs=3",
+    "source.hinge_steps=1",
+    "align.steps_per_epoch=2",
+    "align.batch_size=32",
+    "fit.epochs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory):
+    import os
+
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from flows.settings import configure_prefect
+
+    configure_prefect()
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def e2e_run(prefect_harness, wheel_cache, tmp_path_factory):
+    from flows.params import apply_overrides, parse_params
+    from flows.pipeline import make_context, pipeline
+    from flows.settings import load_settings
+
+    root = tmp_path_factory.mktemp("work")
+    settings = load_settings(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        artifact_location=(root / "artifacts").as_uri(),
+        wheel_cache=wheel_cache,
+        device="cpu",
+    )
+    params = parse_params(apply_overrides({}, TINY))
+    ctx = make_context(params, settings, root / "ws")
+    result = pipeline(ctx)
+    return root, ctx, result
+
+
+def test_metrics_json_has_the_contract_keys(e2e_run):
+    root, ctx, result = e2e_run
+    on_disk = json.loads(ctx.layout.metrics("evaluate").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    for key in (
+        "task",
+        "method",
+        "seed",
+        "metric",
+        "test/accuracy",
+        "test/auroc",
+        "val/accuracy",
+        "bound/fa",
+        "bound/fld",
+        "bound/fit",
+        "bound/value",
+        "seconds",
+    ):
+        assert key in result, key
+    assert 0.0 <= result["test/accuracy"] <= 1.0
+    assert result["bound/value"] == pytest.approx(
+        result["bound/fit"] + result["bound/lipschitz"] * result["bound/fa"] + result["bound/fld"]
+    )
+    assert set(result["seconds"]) == {"assets", "prepare", "source", "align", "fit", "evaluate"}
+
+
+def test_mlflow_has_one_parent_with_a_child_per_stage(e2e_run):
+    import mlflow
+
+    root, ctx, result = e2e_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("recraft")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("recraft.pipeline") == "true"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    stages = {r.data.tags["recraft.stage"]: r for r in children}
+    assert set(stages) == {"assets", "prepare", "source", "align", "fit", "evaluate"}
+    assert stages["fit"].data.params["align.lambda_fa"] == "1.0"
+    history = client.get_metric_history(stages["align"].info.run_id, "align/fa")
+    assert len(history) == 1
+    assert client.get_metric_history(stages["fit"].info.run_id, "val/accuracy")
+    assert client.get_metric_history(stages["fit"].info.run_id, "fit/train_loss")
+    assert "test/accuracy" in stages["evaluate"].data.metrics
+    assert parents[0].data.metrics["test/accuracy"] == pytest.approx(result["test/accuracy"])
+
+
+def test_model_is_registered_with_signature_and_predicts_like_evaluate(e2e_run):
+    import mlflow
+
+    from components.data import load_split
+
+    root, ctx, result = e2e_run
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/recraft-dna@champion")
+    assert model.metadata.signature is not None
+    test = load_split(ctx.layout.prepared_dir / "test.npz")
+    scores = model.predict(test.x)
+    acc = float((scores.argmax(1) == test.y).mean())
+    assert acc == pytest.approx(result["test/accuracy"])

@@ -1,0 +1,43 @@
+"""Checkpoints are safetensors + JSON; a pickle or a foreign config is refused."""
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from components.checkpoints import load_checkpoint, save_checkpoint
+from components.errors import CheckpointError
+
+
+def test_round_trip(tmp_path):
+    torch.manual_seed(0)
+    a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    save_checkpoint(tmp_path / "ck", a, {"kind": "demo", "d": 4})
+    cfg = load_checkpoint(tmp_path / "ck", b, {"kind": "demo"})
+    assert cfg["d"] == 4
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_crafted_pickle_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "ck", nn.Linear(4, 3), {"kind": "demo"})
+    (tmp_path / "ck" / "weights.safetensors").write_bytes(pickle.dumps({"weight": _Evil()}))
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        load_checkpoint(tmp_path / "ck", nn.Linear(4, 3))
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "ck", nn.Linear(4, 3), {"kind": "demo", "task": "dna"})
+    with pytest.raises(CheckpointError, match="task='dna'"):
+        load_checkpoint(tmp_path / "ck", nn.Linear(4, 3), {"task": "ecg"})
+
+
+def test_wrong_shapes_are_refused(tmp_path):
+    save_checkpoint(tmp_path / "ck", nn.Linear(4, 3), {"kind": "demo"})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(tmp_path / "ck", nn.Linear(5, 3))
