@@ -18,7 +18,7 @@ install: $(STAMP)
 
 run: install
 	@start=$$(date +%s); \
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro && \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/recraft repro && \
 	echo "dvc repro took $$(( $$(date +%s) - start )) s" && \
 	$(BIN)/dvc metrics show metrics/evaluate.json && \
 	echo "Browse the runs: $(BIN)/recraft ui   (MLflow UI on http://127.0.0.1:5000)"

@@ -74,12 +74,6 @@ class Body(nn.Module):
         """(max_positions, d) learned position embeddings, to initialise target embedders."""
         return self.model.embeddings.position_embeddings.weight
 
-    @property
-    def embedding_norm(self) -> nn.LayerNorm | None:
-        """The LayerNorm that ends ``theta`` (to initialise target embedders), if the body has one."""
-        norm = getattr(self.model.embeddings, "LayerNorm", None)
-        return norm if isinstance(norm, nn.LayerNorm) else None
-
     def embed(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``theta``: (B, T) token ids to (B, T, d) input embeddings ``u``."""
         del mask  # word + position embeddings do not depend on the mask

@@ -44,7 +44,10 @@ class ModelParams(_Section):
         return value
 
     max_tokens: int = Field(25, ge=1, le=512, description="upper bound on target tokens; sets the patch stride")
-    overlap: int = Field(2, ge=1, le=4, description="embedder kernel = overlap x stride (1: ORCA's kernel=stride)")
+    overlap: int = Field(2, ge=1, le=4, description="strided embedder: kernel = overlap x stride (1: ORCA's)")
+    motif_kernel: int | None = Field(
+        9, ge=1, le=64, description="stride-1 conv of this width + max-pool per patch (None: strided patching)"
+    )
     n_layers: int | None = Field(None, ge=1, description="keep only the first n body layers (None: all)")
 
 
@@ -95,7 +98,8 @@ class FitParams(_Section):
     lr: float = Field(1e-4, gt=0.0, description="AdamW learning rate of the body")
     head_lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate of phi and h_t")
     weight_decay: float = Field(0.01, ge=0.0)
-    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="share of steps with linear LR warm-up")
+    warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear LR warm-up")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm (None: off)")
     batch_size: int = Field(32, ge=1)
     patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
     freeze_embedder: bool = Field(False, description="keep phi fixed in stage 2, as the paper's figure draws it")

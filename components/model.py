@@ -32,9 +32,6 @@ class SequenceEmbedder(nn.Module):
         max_tokens: upper bound on T.
         positions: (P, d) body position embeddings to copy, P >= T.
         overlap: kernel size as a multiple of the stride.
-        norm: the body's own embedding LayerNorm, whose affine weights initialise ours, so that
-            target tokens start on the scale of the body's input embeddings (BERT's embedding
-            LayerNorm shrinks tokens to norm ~3, far from a fresh LayerNorm's ~sqrt(d)).
         motif_kernel: if set, a stride-1 convolution of this width followed by max-pooling over
             each patch replaces the strided patching (``overlap`` is then unused).
     """
@@ -47,7 +44,6 @@ class SequenceEmbedder(nn.Module):
         max_tokens: int,
         positions: torch.Tensor,
         overlap: int = 1,
-        norm: nn.LayerNorm | None = None,
         motif_kernel: int | None = None,
     ) -> None:
         super().__init__()
@@ -67,8 +63,6 @@ class SequenceEmbedder(nn.Module):
             self._pad_right = motif_kernel - 1 - self._pad_left
         self.proj = nn.Conv1d(in_channels, d, kernel_size=kernel, stride=stride)
         self.norm = nn.LayerNorm(d)
-        if norm is not None:
-            self.norm.load_state_dict(norm.state_dict())
         self.pos = nn.Parameter(positions[: self.n_tokens].detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

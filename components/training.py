@@ -220,6 +220,9 @@ def fit_model(
             loss = nn.functional.cross_entropy(logits.float(), yt[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip is not None:
+                # Post-LN bodies can collapse to a constant output after one large early step.
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             seen_loss += loss.item() * len(idx)

