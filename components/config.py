@@ -43,7 +43,7 @@ class ModelParams(_Section):
             raise ValueError(str(exc)) from None
         return value
 
-    max_tokens: int = Field(25, ge=1, le=512, description="upper bound on target tokens; sets the patch stride")
+    max_tokens: int = Field(10, ge=1, le=512, description="upper bound on target tokens; sets the patch stride")
     overlap: int = Field(2, ge=1, le=4, description="strided embedder: kernel = overlap x stride (1: ORCA's)")
     motif_kernel: int | None = Field(
         9, ge=1, le=64, description="stride-1 conv of this width + max-pool per patch (None: strided patching)"
@@ -86,21 +86,21 @@ class AlignParams(_Section):
     lambda_fld: float = Field(1.0, ge=0.0, description="weight of feature-label distortion")
     eps: float = Field(0.1, gt=0.0, description="Sinkhorn entropic regularisation")
     sinkhorn_iters: int = Field(200, ge=1, description="Sinkhorn iteration cap")
-    epochs: int = Field(1, ge=0, description="stage-1 epochs (0 skips alignment)")
-    steps_per_epoch: int | None = Field(40, ge=1, description="cap on steps per epoch (None: full passes)")
+    epochs: int = Field(4, ge=0, description="stage-1 epochs (0 skips alignment)")
+    steps_per_epoch: int | None = Field(10, ge=1, description="cap on steps per epoch (None: full passes)")
     lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate of phi in stage 1")
     batch_size: int = Field(64, ge=2)
     n_pseudo_labels: int = Field(10, ge=2, description="k of k-means pseudo-labels for non-classification tasks")
 
 
 class FitParams(_Section):
-    epochs: int = Field(2, ge=1, description="stage-2 epochs")
+    epochs: int = Field(1, ge=1, description="stage-2 epochs")
     lr: float = Field(1e-4, gt=0.0, description="AdamW learning rate of the body")
-    head_lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate of phi and h_t")
+    head_lr: float = Field(6e-3, gt=0.0, description="AdamW learning rate of phi and h_t")
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear LR warm-up")
     grad_clip: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm (None: off)")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1)
     patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
     freeze_embedder: bool = Field(False, description="keep phi fixed in stage 2, as the paper's figure draws it")
     augment_rc: bool = Field(True, description="DNA only: random reverse-complement augmentation")

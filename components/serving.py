@@ -32,6 +32,7 @@ def load_model_dir(directory: str | Path) -> CrossModalModel:
         emb["max_tokens"],
         torch.zeros(body.max_positions, emb["d"]),
         emb["overlap"],
+        motif_kernel=emb.get("motif_kernel"),
     )
     model = CrossModalModel(embedder, body, config["n_out"])
     load_checkpoint(directory, model, {"kind": "cross_modal_model"})

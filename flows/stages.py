@@ -106,6 +106,7 @@ def assets(ctx: StageContext) -> dict[str, float]:
             run.tags({f"asset.{role}": f"{name} ({len(manifest)} files)"})
         seconds = time.perf_counter() - started
         run.metrics({"seconds/assets": seconds})
+        write_json(ctx.layout.metrics("assets"), {"seconds": seconds})
     return {"seconds": seconds}
 
 
@@ -153,6 +154,7 @@ def prepare(ctx: StageContext) -> dict[str, float]:
     }
     write_meta(out / "meta.json", meta)
     seconds = time.perf_counter() - started
+    write_json(ctx.layout.metrics("prepare"), {"seconds": seconds, **{f"n_{k}": v for k, v in meta["sizes"].items()}})
     with ctx.tracker().stage("prepare", flatten(ctx.params), ctx.tags) as run:
         run.metrics({f"data/n_{k}": v for k, v in meta["sizes"].items()} | {"seconds/prepare": seconds})
         run.artifact(out / "meta.json")

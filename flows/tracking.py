@@ -85,24 +85,29 @@ class Tracker:
     def stage(
         self, name: str, params_flat: dict[str, Any], tags: dict[str, str], close_parent: bool = False
     ) -> Iterator[StageRun]:
-        """A child run for one stage under the workspace's open pipeline run."""
+        """A child run for one stage under the workspace's open pipeline run.
+
+        The parent is handled through the client only (the fluent API would end it on exit);
+        the child is the active fluent run inside the block, so model logging lands in it.
+        """
         mlflow = self._mlflow
-        parent_id = self._open_parent(params_flat, tags)
         client = mlflow.MlflowClient()
-        with mlflow.start_run(run_id=parent_id):
-            with mlflow.start_run(run_name=name, nested=True, tags={"recraft.stage": name, **tags}) as child:
-                self._log_params(client, child.info.run_id, params_flat)
-                try:
-                    yield StageRun(mlflow, child.info.run_id)
-                except BaseException:
-                    client.set_terminated(parent_id, status="FAILED")
-                    raise
-            if not close_parent:
-                # start_run(run_id=...) would end the parent on exit; keep it open for later stages.
-                client.set_terminated(parent_id, status="RUNNING")
+        parent_id = self._open_parent(params_flat, tags)
+        child = client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"mlflow.parentRunId": parent_id, "recraft.stage": name, **tags},
+        )
+        self._log_params(client, child.info.run_id, params_flat)
+        self.parent_id = parent_id
+        try:
+            with mlflow.start_run(run_id=child.info.run_id):
+                yield StageRun(mlflow, child.info.run_id)
+        except BaseException:
+            client.set_terminated(parent_id, status="FAILED")
+            raise
         if close_parent:
             client.set_terminated(parent_id, status="FINISHED")
-        self.parent_id = parent_id
 
     def log_parent_metrics(self, metrics: dict[str, float]) -> None:
         """Final metrics on the pipeline run itself, so the runs table shows them."""
