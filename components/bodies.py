@@ -28,6 +28,7 @@ class BodySpec:
 
 BODIES: dict[str, BodySpec] = {
     "minilm-l6": BodySpec(asset="minilm-l6", description="all-MiniLM-L6-v2: BERT, 6 layers, d=384, 22.7M"),
+    "mpnet-base": BodySpec(asset="mpnet-base", description="all-mpnet-base-v2: MPNet, 12 layers, d=768, 110M"),
 }
 
 
@@ -86,7 +87,8 @@ class Body(nn.Module):
         attn = None
         if mask is not None:
             attn = create_bidirectional_mask(config=self.model.config, inputs_embeds=u, attention_mask=mask)
-        return self.model.encoder(u, attention_mask=attn).last_hidden_state
+        # [0]: the last hidden state, whether the encoder returns a ModelOutput or a tuple (MPNet).
+        return self.model.encoder(u, attention_mask=attn)[0]
 
 
 def load_body(path_or_id: str | Path, n_layers: int | None = None, pretrained: bool = True) -> Body:

