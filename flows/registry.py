@@ -18,7 +18,7 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("torch", "transformers", "safetensors", "numpy", "mlflow")]
 
 
-def log_and_register(ctx, result: dict) -> str:
+def log_and_register(ctx, result: dict, meta: dict) -> str:
     """Log the model in the active run, register a version, and move ``@champion`` if it is better.
 
     The alias moves only when this version's validation metric beats the current champion's
@@ -27,10 +27,6 @@ def log_and_register(ctx, result: dict) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    meta_shape = ctx.layout.prepared_dir / "meta.json"
-    import json
-
-    meta = json.loads(meta_shape.read_text())
     example_in = np.zeros((1, *meta["input_shape"]), dtype=np.float32)
     signature = infer_signature(example_in, np.zeros((1, meta["n_classes"]), dtype=np.float32))
     name = ctx.settings.registered_model.format(task=ctx.params.task)

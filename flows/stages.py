@@ -7,6 +7,7 @@ outputs (atomically), and records a child MLflow run. ``dvc repro`` runs one sta
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -247,8 +248,6 @@ def source(ctx: StageContext) -> dict[str, float]:
 
 def _load_reference(ctx: StageContext) -> AlignReference:
     cloud = load_tensors(ctx.layout.source_dir / "cloud.safetensors")["cloud"]
-    import json
-
     cfg = json.loads((ctx.layout.source_dir / "head" / "config.json").read_text())
     head = torch.nn.Linear(cfg["d"], cfg["n_classes"])
     load_checkpoint(ctx.layout.source_dir / "head", head, {"kind": "source_head"})
@@ -256,8 +255,6 @@ def _load_reference(ctx: StageContext) -> AlignReference:
 
 
 def _meta(ctx: StageContext) -> dict:
-    import json
-
     return json.loads((ctx.layout.prepared_dir / "meta.json").read_text())
 
 
@@ -402,8 +399,6 @@ def _bound_terms(
     ctx: StageContext, model: CrossModalModel, val: Split, meta: dict, val_scores: np.ndarray
 ) -> dict[str, float]:
     """``bound/fit`` (val task loss), ``bound/fa`` and ``bound/fld`` of the fine-tuned embedder."""
-    import json
-
     ref = _load_reference(ctx)
     source_summary = json.loads((ctx.layout.source_dir / "summary.json").read_text())
     pretrained = _body(ctx).to(ctx.device).eval()  # p_s is the frozen source predictor of stage 0
@@ -435,8 +430,6 @@ def _bound_terms(
 @flow(name="evaluate")
 def evaluate(ctx: StageContext) -> dict:
     """Test metrics (the only read of the test split), bound terms, the metrics JSON, the model."""
-    import json
-
     started = time.perf_counter()
     meta = _meta(ctx)
     model = _build_model(ctx, meta)
@@ -469,7 +462,7 @@ def evaluate(ctx: StageContext) -> dict:
         write_json(ctx.layout.metrics("evaluate"), result)
         run.metrics({k: v for k, v in result.items() if "/" in k})
         run.artifact(ctx.layout.metrics("evaluate"))
-        log_and_register(ctx, result)
+        log_and_register(ctx, result, meta)
     tracker.log_parent_metrics({k: v for k, v in result.items() if k.startswith(("test/", "val/", "bound/"))})
     return result
 
