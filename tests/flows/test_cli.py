@@ -16,8 +16,20 @@ runner = CliRunner()
 def test_tasks_json_lists_the_registry():
     result = runner.invoke(app, ["tasks", "--json"])
     assert result.exit_code == 0
-    rows = json.loads(result.stdout)
-    assert {"name": "dna", "type": "binary", "metric": "accuracy", "modality": "DNA", "asset": "janggu-dna"} in rows
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    from components.tasks import TASKS
+
+    assert set(rows) == set(TASKS)
+    assert rows["dna"] | {"source": ""} == {
+        "name": "dna",
+        "type": "binary",
+        "metric": "accuracy",
+        "modality": "DNA",
+        "shapes": "4 x 200 -> 2 classes",
+        "source": "",
+        "asset": "janggu-dna",
+    }
+    assert rows["darcy"]["type"] == "field" and rows["vowels"]["shapes"].startswith("12 x 7..29")
 
 
 def _recraft(args, cwd: Path):

@@ -21,7 +21,7 @@ TINY = {
     "prepare": {"max_train": 96, "max_test": 40},
     "source": {"n_source": 64, "epochs": 2, "hinge_steps": 1},
     "align": {"steps_per_epoch": 1, "batch_size": 32},
-    "fit": {"epochs": 1},
+    "fit": {"epochs": 1, "min_steps": 0},
 }
 
 

@@ -19,21 +19,8 @@ TINY = [
     "align.steps_per_epoch=2",
     "align.batch_size=32",
     "fit.epochs=1",
+    "fit.min_steps=0",
 ]
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    import os
-
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
-    from flows.settings import configure_prefect
-
-    configure_prefect()
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 import torch
 
 from components.config import AlignParams, FitParams
+from components.data import Split
 from components.model import CrossModalModel
 from components.training import AlignReference, align_embedder, fit_model
 from tests.model.test_learning import _embedder, _motif_task
@@ -19,10 +20,16 @@ def _run_once(body, seed: int) -> tuple[dict, list]:
         embedder, body, ref, torch.from_numpy(x), torch.from_numpy(y), cfg, seed, torch.device("cpu")
     )
     torch.manual_seed(seed)
-    model = CrossModalModel(embedder, body, 2)
+    model = CrossModalModel(embedder, body, 2, "binary")
     xv, yv = _motif_task(64, seed=8)
     model, fit_history = fit_model(
-        model, x, y, xv, yv, FitParams(epochs=2, batch_size=32), "binary", "accuracy", seed, torch.device("cpu")
+        model,
+        Split(x, y),
+        Split(xv, yv),
+        FitParams(epochs=2, min_steps=0, batch_size=32),
+        "accuracy",
+        seed,
+        torch.device("cpu"),
     )
     return {k: v.clone() for k, v in model.state_dict().items()}, align_history + fit_history
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from components.config import AlignParams, FitParams
+from components.data import Split
 from components.metrics import compute_metrics
 from components.model import CrossModalModel, SequenceEmbedder
 from components.training import AlignReference, align_embedder, alignment_terms, fit_model, predict_scores
@@ -72,9 +73,9 @@ def test_sequential_schedule_moves_each_term_in_its_phase(tiny_body):
 def test_fit_beats_chance_on_held_out_data(tiny_body):
     x, y = _motif_task(600, seed=3)
     xv, yv = _motif_task(200, seed=4)
-    model = CrossModalModel(_embedder(tiny_body, motif_kernel=7), tiny_body, 2)
-    cfg = FitParams(epochs=6, batch_size=32, lr=1e-3, head_lr=3e-3, patience=6)
-    model, history = fit_model(model, x, y, xv, yv, cfg, "binary", "accuracy", seed=0, device=torch.device("cpu"))
+    model = CrossModalModel(_embedder(tiny_body, motif_kernel=7), tiny_body, 2, "binary")
+    cfg = FitParams(epochs=6, min_steps=0, batch_size=32, lr=1e-3, head_lr=3e-3, patience=6)
+    model, history = fit_model(model, Split(x, y), Split(xv, yv), cfg, "accuracy", seed=0, device=torch.device("cpu"))
     xt, yt = _motif_task(300, seed=5)
     acc = compute_metrics("binary", predict_scores(model, xt, torch.device("cpu")), yt)["accuracy"]
     # Chance is 0.5; 300 test samples put 0.6 more than 3 standard errors above it.
