@@ -458,6 +458,7 @@ def evaluate(ctx: StageContext) -> dict:
         "task": ctx.params.task,
         "method": ctx.params.method,
         "seed": ctx.params.seed,
+        "task_type": meta["task_type"],
         "metric": meta["metric"],
     }
     std = _target_std(meta)
