@@ -13,10 +13,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from components.atomic import atomic_path, write_json
+from components.atomic import atomic_path
 from components.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_tensors", "load_tensors"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_tensors",
+    "load_tensors",
+    "optimizer_state",
+    "load_optimizer_state",
+    "TrainingCheckpoint",
+]
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -39,15 +47,23 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def save_checkpoint(directory: str | Path, module: torch.nn.Module, config: dict) -> None:
-    """Write ``weights.safetensors`` and ``config.json`` into ``directory``.
+def save_checkpoint(
+    directory: str | Path, module: torch.nn.Module, config: dict, extra_json: dict[str, dict] | None = None
+) -> None:
+    """Write ``weights.safetensors``, ``config.json`` (and ``extra_json`` files) into ``directory``.
 
+    The directory is replaced atomically: it holds the complete checkpoint or the previous one.
     Tied or shared parameters are stored once per name, as ``state_dict`` lists them.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / "weights.safetensors", module.state_dict())
-    write_json(directory / "config.json", config)
+    from components.atomic import atomic_dir
+
+    with atomic_dir(directory) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp / "weights.safetensors")
+        )
+        for rel, obj in {"config.json": config, **(extra_json or {})}.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def load_checkpoint(directory: str | Path, module: torch.nn.Module, expected: dict | None = None) -> dict:
@@ -77,3 +93,80 @@ def load_checkpoint(directory: str | Path, module: torch.nn.Module, expected: di
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {directory} do not fit the model: {str(exc)[:300]}") from exc
     return config
+
+
+# ---------------------------------------------------------------- resumable training state
+
+
+def optimizer_state(opt: torch.optim.Optimizer, prefix: str = "opt") -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimiser's state as flat tensors plus JSON (no pickle): ``prefix/<param>/<name>``."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, entries in sd["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}/{pid}/{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "opt"
+) -> None:
+    """Inverse of :func:`optimizer_state`."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(f"{prefix}/"):
+            _, pid, name = key.split("/", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, entries in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class TrainingCheckpoint:
+    """A resumable training state in ``directory``: ``state.safetensors`` + ``state.json``.
+
+    The directory is replaced atomically on every save, so a process killed at any moment
+    leaves either the previous checkpoint or the new one, never a mix. ``fingerprint`` names the
+    configuration and inputs the state belongs to; a checkpoint with another fingerprint is
+    ignored (and replaced by the next save), so a changed param never resumes stale weights.
+    """
+
+    def __init__(self, directory: str | Path, fingerprint: str) -> None:
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+
+    def save(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        from components.atomic import atomic_dir
+
+        with atomic_dir(self.directory) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+            (tmp / "state.json").write_text(json.dumps({"fingerprint": self.fingerprint, **meta}))
+
+    def load(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """The saved state, or ``None`` when there is none for this fingerprint.
+
+        Raises:
+            CheckpointError: the checkpoint is unreadable (never unpickled).
+        """
+        meta_path = self.directory / "state.json"
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(
+                f"cannot read {meta_path}: {exc}", hint=f"delete {self.directory} to start the stage afresh"
+            ) from exc
+        if meta.get("fingerprint") != self.fingerprint:
+            return None
+        return load_tensors(self.directory / "state.safetensors"), meta
+
+    def clear(self) -> None:
+        """Remove the checkpoint (after the stage's outputs are written)."""
+        import shutil
+
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -17,6 +17,7 @@ from torch import nn
 
 from components.alignment import entropic_ot, sinkhorn_divergence
 from components.bodies import Body, masked_mean
+from components.checkpoints import TrainingCheckpoint, load_optimizer_state, optimizer_state
 from components.config import AlignParams, FitParams
 from components.data import Split
 from components.distortion import feature_label_distortion
@@ -29,8 +30,15 @@ __all__ = ["AlignReference", "align_embedder", "alignment_terms", "fit_model", "
 OnEpoch = Callable[[int, dict[str, float]], None]
 
 
+OnStep = Callable[[int], None]
+
+
 def _no_op(epoch: int, metrics: dict[str, float]) -> None:
     del epoch, metrics
+
+
+def _no_step(step: int) -> None:
+    del step
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,57 @@ def _rows(mask: torch.Tensor | None, idx: torch.Tensor, device: torch.device) ->
     return None if mask is None else mask[idx].to(device)
 
 
+class _Resumable:
+    """Saves and restores everything a loop needs to continue bit-identically after a kill.
+
+    That is the modules' weights, the optimiser and scheduler, the loop's generator, the global
+    torch RNG (dropout), and the loop's own progress (JSON) and tensors. Saves happen every
+    ``every`` optimiser steps and at the end of each epoch; without a checkpoint nothing is saved.
+    """
+
+    def __init__(
+        self,
+        ckpt: TrainingCheckpoint | None,
+        every: int | None,
+        gen: torch.Generator,
+        modules: dict[str, nn.Module],
+        opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ) -> None:
+        self.ckpt, self.every, self.gen, self.modules, self.opt, self.sched = ckpt, every, gen, modules, opt, sched
+
+    def restore(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """Load the checkpoint into the modules, optimiser and RNGs; returns (progress, tensors)."""
+        loaded = self.ckpt.load() if self.ckpt is not None else None
+        if loaded is None:
+            return None
+        tensors, meta = loaded
+        for name, module in self.modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        load_optimizer_state(self.opt, tensors, meta["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(meta["scheduler"])
+        self.gen.set_state(tensors["rng.loop"])
+        torch.set_rng_state(tensors["rng.torch"])
+        return meta["progress"], {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+
+    def save(self, progress: dict, extra: dict[str, torch.Tensor], step: int | None = None) -> None:
+        """Checkpoint now (``step`` None: end of epoch) or when ``step`` is a multiple of ``every``."""
+        if self.ckpt is None or (step is not None and (not self.every or step % self.every)):
+            return
+        tensors = {f"{n}.{k}": v for n, m in self.modules.items() for k, v in m.state_dict().items()}
+        opt_tensors, opt_meta = optimizer_state(self.opt)
+        tensors.update(opt_tensors)
+        tensors.update({f"extra.{k}": v for k, v in extra.items()})
+        tensors["rng.loop"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {"progress": progress, "optimizer": opt_meta}
+        if self.sched is not None:
+            meta["scheduler"] = self.sched.state_dict()
+        self.ckpt.save(tensors, meta)
+
+
 def align_embedder(
     embedder: nn.Module,
     body: Body,
@@ -98,6 +157,9 @@ def align_embedder(
     device: torch.device,
     on_epoch: OnEpoch = _no_op,
     mask: torch.Tensor | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
+    checkpoint_every: int | None = None,
+    on_step: OnStep = _no_step,
 ) -> list[dict[str, float]]:
     """Stage 1: minimise ``lambda_fa * FA + lambda_fld * FLD`` over ``phi`` only.
 
@@ -105,6 +167,9 @@ def align_embedder(
     each term is divided by a running mean of its own magnitude before weighting, so a term with
     small gradients is not swamped by the other under Adam (see DESIGN.md, calibration probe).
     In the ``sequential`` schedule the first half of the epochs minimises FA, the second FLD.
+
+    With ``checkpoint``, the loop saves its state every ``checkpoint_every`` steps and after each
+    epoch, and a re-run resumes from it with bit-identical results (on CPU).
 
     Returns:
         One dict per epoch: mean ``fa``, ``fld`` and ``loss`` over the epoch's steps.
@@ -119,20 +184,31 @@ def align_embedder(
     cloud = ref.cloud.to(device)
     ref = AlignReference(cloud, ref.head)
     ot_yy = entropic_ot(cloud, cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale).detach()
-    scale = {"fa": None, "fld": None}
+    scale: dict[str, torch.Tensor | None] = {"fa": None, "fld": None}
     n = len(labels)
     steps = max(1, n // cfg.batch_size)
     if cfg.steps_per_epoch is not None:
         steps = min(steps, cfg.steps_per_epoch)
     history: list[dict[str, float]] = []
-    for epoch in range(cfg.epochs):
+    state = _Resumable(checkpoint, checkpoint_every, gen, {"embedder": embedder}, opt)
+    progress = {"epoch": 0, "step": 0, "sums": None}
+    perm = None
+    if (restored := state.restore()) is not None:
+        progress, extra = restored
+        history = progress["history"]
+        perm = extra.get("perm")
+        scale = {k: extra[f"scale.{k}"].to(device) if f"scale.{k}" in extra else None for k in scale}
+    global_step = progress["epoch"] * steps + progress["step"]
+    for epoch in range(progress["epoch"], cfg.epochs):
         if cfg.schedule == "sequential":
             need = ("fa",) if epoch < max(1, cfg.epochs // 2) else ("fld",)
         else:
             need = tuple(t for t, lam in (("fa", cfg.lambda_fa), ("fld", cfg.lambda_fld)) if lam > 0)
-        perm = torch.randperm(n, generator=gen)
-        sums = {"fa": 0.0, "fld": 0.0, "loss": 0.0}
-        for step in range(steps):
+        resuming = epoch == progress["epoch"] and progress["step"] > 0
+        if not resuming:
+            perm = torch.randperm(n, generator=gen)
+        sums = progress["sums"] if resuming else {"fa": 0.0, "fld": 0.0, "loss": 0.0}
+        for step in range(progress["step"] if resuming else 0, steps):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             with _autocast(device):
                 terms = alignment_terms(
@@ -158,9 +234,17 @@ def align_embedder(
             loss.backward()
             opt.step()
             sums["loss"] += loss.item()
+            global_step += 1
+            extra = {"perm": perm} | {f"scale.{k}": v for k, v in scale.items() if v is not None}
+            progress = {"epoch": epoch, "step": step + 1, "sums": sums, "history": history}
+            state.save(progress, extra, step=global_step)
+            on_step(global_step)
         record = {k: v / steps for k, v in sums.items() if k == "loss" or k in need}
         history.append(record)
         on_epoch(epoch, record)
+        extra = {f"scale.{k}": v for k, v in scale.items() if v is not None}
+        progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
+        state.save(progress, extra)
     return history
 
 
@@ -198,12 +282,19 @@ def fit_model(
     device: torch.device,
     augment_rc: bool = False,
     on_epoch: OnEpoch = _no_op,
+    checkpoint: TrainingCheckpoint | None = None,
+    checkpoint_every: int | None = None,
+    on_step: OnStep = _no_step,
 ) -> tuple[CrossModalModel, list[dict[str, float]]]:
     """Stage 2: train on the task loss; keep the weights of the best validation epoch.
 
     The loss follows ``model.task_type`` (:func:`components.losses.task_loss`). Epochs are
     ``cfg.epochs``, or more when needed to reach ``cfg.min_steps`` optimiser steps. Early
     stopping: stop after ``cfg.patience`` epochs without improvement of ``val/<metric>``.
+
+    With ``checkpoint``, the loop saves its state (weights, optimiser, scheduler, RNGs, the
+    early-stopping state and the best weights so far) every ``checkpoint_every`` steps and after
+    each epoch; a re-run resumes from it with bit-identical results (on CPU).
 
     Returns:
         The model holding the best weights, and one dict per epoch (``train_loss``, ``val_*``).
@@ -231,14 +322,43 @@ def fit_model(
     )
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     target_std = model.target_std.detach().cpu().numpy()
-    best_score, best_state, bad_epochs = -float("inf"), None, 0
     history: list[dict[str, float]] = []
-    for epoch in range(epochs):
+    state = _Resumable(checkpoint, checkpoint_every, gen, {"model": model}, opt, sched)
+    progress = {"epoch": 0, "step": 0, "seen_loss": 0.0, "best_score": None, "bad_epochs": 0, "stopped": False}
+    perm, best_state = None, None
+    if (restored := state.restore()) is not None:
+        progress, extra = restored
+        history = progress["history"]
+        perm = extra.get("perm")
+        best = {k[5:]: v for k, v in extra.items() if k.startswith("best.")}
+        best_state = best or None
+    best_score = -float("inf") if progress["best_score"] is None else progress["best_score"]
+    bad_epochs, global_step = progress["bad_epochs"], progress["epoch"] * steps_per_epoch + progress["step"]
+
+    def snapshot(epoch: int, step: int, seen_loss: float, stopped: bool = False) -> tuple[dict, dict]:
+        finite = best_score if best_score != -float("inf") else None
+        prog = {
+            "epoch": epoch,
+            "step": step,
+            "seen_loss": seen_loss,
+            "best_score": finite,
+            "bad_epochs": bad_epochs,
+            "stopped": stopped,
+            "history": history,
+        }
+        extra = {f"best.{k}": v for k, v in (best_state or {}).items()}
+        if step > 0:
+            extra["perm"] = perm
+        return prog, extra
+
+    for epoch in range(progress["epoch"], 0 if progress["stopped"] else epochs):
         model.train()
-        perm = torch.randperm(len(yt), generator=gen)
-        seen_loss = 0.0
-        for start in range(0, len(yt), cfg.batch_size):
-            idx = perm[start : start + cfg.batch_size]
+        resuming = epoch == progress["epoch"] and progress["step"] > 0
+        if not resuming:
+            perm = torch.randperm(len(yt), generator=gen)
+        seen_loss = progress["seen_loss"] if resuming else 0.0
+        for step in range(progress["step"] if resuming else 0, steps_per_epoch):
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = _reverse_complement(xt[idx], gen) if augment_rc else xt[idx]
             with _autocast(device):
                 out = model(xb.to(device), _rows(mt, idx, device))
@@ -251,6 +371,9 @@ def fit_model(
             opt.step()
             sched.step()
             seen_loss += loss.item() * len(idx)
+            global_step += 1
+            state.save(*snapshot(epoch, step + 1, seen_loss), step=global_step)
+            on_step(global_step)
         scores = predict_scores(model, val.x, device, mask=val.mask)
         record = {"train_loss": seen_loss / len(yt)}
         metrics = compute_metrics(model.task_type, scores, val.y, target_std)
@@ -258,12 +381,16 @@ def fit_model(
         history.append(record)
         on_epoch(epoch, record)
         score = sign * record[f"val_{metric}"]
+        stop = False
         if score > best_score:
             best_score, best_state, bad_epochs = score, copy.deepcopy(model.state_dict()), 0
         else:
             bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
-    assert best_state is not None
+            stop = bad_epochs >= cfg.patience
+        state.save(*snapshot(epoch + 1, 0, 0.0, stopped=stop))
+        if stop:
+            break
+    if best_state is None:
+        raise RuntimeError(f"no validation score was finite: {history[-1] if history else 'no epochs ran'}")
     model.load_state_dict(best_state)
     return model, history

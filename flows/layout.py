@@ -30,6 +30,14 @@ class Layout:
     def target_dir(self) -> Path:
         return self.root / "data" / "assets" / "target"
 
+    # resumable state (not DVC outputs: removed once the stage's outputs are written)
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    def done_marker(self, stage: str) -> Path:
+        """``recraft run`` records each finished stage here, with the params it ran with."""
+        return self.root / "checkpoints" / "done" / f"{stage}.json"
+
     # prepare
     @property
     def prepared_dir(self) -> Path:

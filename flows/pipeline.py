@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from prefect import flow
 
+from components.atomic import write_json
 from components.config import Params
 from components.device import select_device
 from flows.layout import Layout
@@ -27,14 +30,34 @@ def run_stage(name: str, ctx: StageContext) -> dict:
     return STAGES[name](ctx)
 
 
+def params_fingerprint(params: Params) -> str:
+    """sha256 of every param value: a finished stage is reused only under the same params."""
+    flat = json.dumps(params.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(flat.encode()).hexdigest()
+
+
 @flow(name="recraft-pipeline")
 def pipeline(ctx: StageContext, start: str = "assets") -> dict:
     """assets -> prepare -> source -> align -> fit -> evaluate, in one process and one flow run.
 
+    Re-running in the same workspace resumes: the leading stages that finished under the same
+    params are skipped (each finished stage leaves a marker with the params' fingerprint), and
+    align and fit continue from their last checkpoint.
+
     Args:
         start: skip the stages before this one (their outputs must already be in the workspace).
     """
+    fingerprint = params_fingerprint(ctx.params)
     result: dict = {}
+    reusing = True
     for name in ORDER[ORDER.index(start) :]:
+        marker = ctx.layout.done_marker(name)
+        if reusing and marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+            if name == "evaluate":
+                result = json.loads(ctx.layout.metrics("evaluate").read_text())
+            continue
+        reusing = False
+        marker.unlink(missing_ok=True)
         result = STAGES[name](ctx)
+        write_json(marker, {"fingerprint": fingerprint, "stage": name})
     return result

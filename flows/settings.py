@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     registered_model: str = Field("recraft-{task}", description="MLflow registered model name template")
     wheel_cache: Path = Field(Path.home() / ".cache" / "recraft" / "wheels", description="pinned wheel cache")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    checkpoint_every: int = Field(
+        50, ge=0, description="align/fit save a resumable state every N optimiser steps and each epoch (0: off)"
+    )
 
     def resolved_root(self) -> Path:
         return self.root.resolve()

@@ -7,7 +7,9 @@ outputs (atomically), and records a child MLflow run. ``dvc repro`` runs one sta
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -20,7 +22,13 @@ from components import assets as assets_lib
 from components.alignment import entropic_ot
 from components.atomic import write_json
 from components.bodies import load_body, load_tokenizer, resolve_body
-from components.checkpoints import load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from components.checkpoints import (
+    TrainingCheckpoint,
+    load_checkpoint,
+    load_tensors,
+    save_checkpoint,
+    save_tensors,
+)
 from components.config import Params
 from components.data import (
     CLASSIFICATION,
@@ -66,6 +74,16 @@ class StageContext:
 
     def tracker(self) -> Tracker:
         return Tracker(self.settings, self.layout.root)
+
+
+def _checkpoint(ctx: StageContext, stage: str, inputs: list) -> TrainingCheckpoint | None:
+    """The stage's resumable state, keyed by its params and the sha256 of its input files."""
+    if ctx.settings.checkpoint_every == 0:
+        return None
+    digest = hashlib.sha256(json.dumps(flatten(ctx.params), sort_keys=True, default=str).encode())
+    for path in inputs:
+        digest.update(assets_lib.sha256_file(path).encode())
+    return TrainingCheckpoint(ctx.layout.checkpoint_dir(stage), digest.hexdigest())
 
 
 def _seed(seed: int) -> None:
@@ -290,7 +308,7 @@ def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
 
 
 @task(name="align-embedder", tags=["gpu"], cache_policy=NO_CACHE)
-def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch) -> list[dict[str, float]]:
+def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, checkpoint) -> list[dict[str, float]]:
     return align_embedder(
         embedder.to(ctx.device),
         body.to(ctx.device),
@@ -302,6 +320,8 @@ def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch) -> li
         ctx.device,
         on_epoch,
         mask=None if train.mask is None else torch.from_numpy(train.mask),
+        checkpoint=checkpoint,
+        checkpoint_every=ctx.settings.checkpoint_every,
     )
 
 
@@ -319,13 +339,16 @@ def align(ctx: StageContext) -> dict[str, float]:
         if ctx.params.method == "recraft" and ctx.params.align.epochs > 0:
             train = load_split(ctx.layout.prepared_dir / "train.npz")
             ref = _load_reference(ctx)
-            history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"))
+            inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.source_dir / "cloud.safetensors"]
+            ckpt = _checkpoint(ctx, "align", inputs)
+            history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"), ckpt)
         save_checkpoint(ctx.layout.embedder_dir, embedder, cfg)
         summary = {f"align/{k}": v for k, v in (history[-1] if history else {}).items()}
         summary["seconds"] = time.perf_counter() - started
         write_json(ctx.layout.metrics("align"), summary)
         write_curve(ctx.layout.plot("align.csv"), history)
         run.metrics({"seconds/align": summary["seconds"]})
+    shutil.rmtree(ctx.layout.checkpoint_dir("align"), ignore_errors=True)  # outputs are complete
     return summary
 
 
@@ -359,7 +382,7 @@ def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
 
 
 @task(name="fit-model", tags=["gpu"], cache_policy=NO_CACHE)
-def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch):
+def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch, checkpoint):
     return fit_model(
         model,
         train,
@@ -370,6 +393,8 @@ def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoc
         ctx.device,
         augment_rc=ctx.params.fit.augment_rc and meta["augment_rc"],
         on_epoch=on_epoch,
+        checkpoint=checkpoint,
+        checkpoint_every=ctx.settings.checkpoint_every,
     )
 
 
@@ -390,13 +415,19 @@ def fit(ctx: StageContext) -> dict[str, float]:
                 step=epoch,
             )
 
-        model, history = _fit(ctx, model, train, val, meta, log_epoch)
-        save_checkpoint(ctx.layout.model_dir, model.cpu(), _model_config(ctx, meta, model.body.hidden_size))
-        write_json(ctx.layout.model_dir / "body" / "config.json", model.body.model.config.to_dict())
+        inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.embedder_dir / "weights.safetensors"]
+        model, history = _fit(ctx, model, train, val, meta, log_epoch, _checkpoint(ctx, "fit", inputs))
+        save_checkpoint(
+            ctx.layout.model_dir,
+            model.cpu(),
+            _model_config(ctx, meta, model.body.hidden_size),
+            extra_json={"body/config.json": model.body.model.config.to_dict()},
+        )
         summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
         write_json(ctx.layout.metrics("fit"), summary)
         write_curve(ctx.layout.plot("fit.csv"), history)
         run.metrics({"seconds/fit": summary["seconds"]})
+    shutil.rmtree(ctx.layout.checkpoint_dir("fit"), ignore_errors=True)  # outputs are complete
     return summary
 
 

@@ -93,6 +93,7 @@ class Tracker:
         mlflow = self._mlflow
         client = mlflow.MlflowClient()
         parent_id = self._open_parent(params_flat, tags)
+        self._mark_killed(client, parent_id, name)
         child = client.create_run(
             self.experiment_id,
             run_name=name,
@@ -108,6 +109,18 @@ class Tracker:
             raise
         if close_parent:
             client.set_terminated(parent_id, status="FINISHED")
+
+    def _mark_killed(self, client, parent_id: str, name: str) -> None:
+        """A stage's child run still RUNNING belongs to a process that was killed: say so."""
+        stale = client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`recraft.stage` = '{name}' "
+                "and attributes.status = 'RUNNING'"
+            ),
+        )
+        for run in stale:
+            client.set_terminated(run.info.run_id, status="KILLED")
 
     def log_parent_metrics(self, metrics: dict[str, float]) -> None:
         """Final metrics on the pipeline run itself, so the runs table shows them."""
