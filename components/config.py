@@ -129,6 +129,9 @@ class FitParams(_Section):
     warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear LR warm-up")
     grad_clip: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm (None: off)")
     batch_size: int = Field(64, ge=1)
+    balanced: bool = Field(
+        True, description="classification: weight each class by 1/frequency in the loss (imbalanced tasks, e.g. ecg)"
+    )
     patience: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
     freeze_embedder: bool = Field(False, description="keep phi fixed in stage 2, as the paper's figure draws it")
     augment_rc: bool = Field(True, description="DNA only: random reverse-complement augmentation")

@@ -295,6 +295,8 @@ def preflight(spec: TaskSpec, data: Any) -> str | None:
         DataError: the file cannot be read or its arrays fail :func:`check_raw`.
     """
     if spec.user_file is None:
+        if data.task_type is not None and spec.task_type is not None and data.task_type != spec.task_type:
+            raise UserError(f"data.task_type={data.task_type!r} contradicts the task, which is {spec.task_type!r}")
         return None
     kind = next(k for k, name in USER_FILE.items() if name == spec.stored_as)
     raw = _USER_READERS[kind](spec.user_file, data)

@@ -21,7 +21,7 @@ from components.checkpoints import TrainingCheckpoint, load_optimizer_state, opt
 from components.config import AlignParams, FitParams
 from components.data import Split
 from components.distortion import feature_label_distortion
-from components.losses import task_loss
+from components.losses import class_weights, task_loss
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
 from components.model import CrossModalModel
 
@@ -322,6 +322,9 @@ def fit_model(
     )
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     target_std = model.target_std.detach().cpu().numpy()
+    weights = None
+    if cfg.balanced and model.task_type in ("binary", "multiclass"):
+        weights = class_weights(yt, model.head.out_features).to(device)
     history: list[dict[str, float]] = []
     state = _Resumable(checkpoint, checkpoint_every, gen, {"model": model}, opt, sched)
     progress = {"epoch": 0, "step": 0, "seen_loss": 0.0, "best_score": None, "bad_epochs": 0, "stopped": False}
@@ -362,7 +365,7 @@ def fit_model(
             xb = _reverse_complement(xt[idx], gen) if augment_rc else xt[idx]
             with _autocast(device):
                 out = model(xb.to(device), _rows(mt, idx, device))
-            loss = task_loss(model.task_type, out, yt[idx].to(device), model.target_std)
+            loss = task_loss(model.task_type, out, yt[idx].to(device), model.target_std, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:

@@ -42,6 +42,13 @@ def _fail(exc: BaseException) -> None:
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for input errors")] = False) -> None:
     _state["debug"] = debug
+    from flows.settings import configure_prefect
+
+    if debug:  # keep Prefect's own report of a failed flow run
+        import os
+
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "ERROR")
+    configure_prefect()  # before prefect or mlflow are imported: quiet logs, local-mode timeouts
 
 
 @app.command()
@@ -51,7 +58,9 @@ def run(
     seed: Annotated[int | None, typer.Option(help="random seed (default: params file)")] = None,
     budget: Annotated[str, typer.Option(help="quick (subset, few epochs) or full")] = "full",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set align.lambda_fld=0.5")] = None,
-    params: Annotated[Path, typer.Option(help="params file to start from")] = Path("params.yaml"),
+    params: Annotated[
+        Path | None, typer.Option(help="params file to start from (default: ./params.yaml if present, else defaults)")
+    ] = None,
     workdir: Annotated[Path | None, typer.Option(help="work directory (default runs/TASK-METHOD-SEED)")] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="also write the metrics JSON here")] = None,
 ) -> None:
@@ -65,12 +74,14 @@ def run(
         overrides = list(BUDGETS[budget])
         overrides += [f"{k}={v}" for k, v in (("task", task), ("method", method), ("seed", seed)) if v is not None]
         overrides += set_ or []
-        p = load_params(params, overrides) if params.exists() else _defaults(overrides)
+        if params is None and Path("params.yaml").exists():
+            params = Path("params.yaml")
+        p = load_params(params, overrides) if params is not None else _defaults(overrides)
         settings = load_settings()
-        from components.tasks import get_task, preflight, task_slug
+        from components.tasks import task_slug
 
-        preflight(get_task(p.task), p.data)  # a user's file is checked before anything is written
         root = workdir or Path("runs") / f"{task_slug(p.task)}-{p.method}-{p.seed}"
+        _preflight(p, settings, root)
         result = _run_pipeline(p, settings, root)
         if metrics_out is not None:
             from components.atomic import write_json
@@ -79,6 +90,19 @@ def run(
         _print_result(result)
     except Exception as exc:  # noqa: BLE001 - _fail re-raises anything that is not a UserError
         _fail(exc)
+
+
+def _preflight(p, settings, root: Path) -> None:
+    """Checks that fail fast, before any output exists: a user's data file and the stores."""
+    from components.tasks import get_task, preflight
+    from flows.tracking import Tracker
+
+    preflight(get_task(p.task), p.data)
+    Tracker(settings, root)  # raises a UserError when the tracking store is unreachable
+    if settings.asset_mirror:
+        from flows.storage import WheelMirror, s3_client
+
+        WheelMirror(settings.asset_mirror, s3_client(settings.s3_endpoint_url, max_attempts=2)).list()
 
 
 def _defaults(overrides: list[str]):
@@ -91,9 +115,13 @@ def _run_pipeline(p, settings, root: Path) -> dict:
     from flows.settings import configure_prefect
 
     configure_prefect()
-    from flows.pipeline import make_context, pipeline
+    from flows.pipeline import ORDER, finished_stages, make_context, pipeline
 
     ctx = make_context(p, settings, root)
+    done = finished_stages(ctx)
+    if done:
+        rest = ", ".join(ORDER[len(done) :]) or "nothing (the run is complete)"
+        typer.echo(f"resuming in {root}: {', '.join(done)} already finished; running {rest}", err=True)
     return pipeline(ctx)
 
 
@@ -112,8 +140,9 @@ def stage(
 
         if name not in ORDER:
             raise UserError(f"unknown stage {name!r}; stages: {', '.join(ORDER)}")
-        p = load_params(params)
+        p = load_params(params, complete=True)
         settings = load_settings()
+        _preflight(p, settings, Path("."))
         started = time.perf_counter()
         result = run_stage(name, make_context(p, settings, Path(".")))
         if name == "evaluate":

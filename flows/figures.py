@@ -41,7 +41,6 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:  # tmp ends in ".tmp", so the format must be explicit
         fig.savefig(tmp, format="png", dpi=DPI)
-        tmp.chmod(0o644)  # mkstemp creates 0600; a figure is meant to be read by others
     return path
 
 

@@ -14,8 +14,11 @@ from components.errors import UserError
 __all__ = ["load_params", "parse_params", "apply_overrides", "flatten"]
 
 
-def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
+def load_params(path: str | Path, overrides: list[str] | None = None, complete: bool = False) -> Params:
     """Parse and validate a params file, then apply ``section.key=value`` overrides.
+
+    With ``complete`` (what ``dvc.yaml``'s stages use), every top-level key and section must be
+    in the file: DVC tracks each of them, so a missing one is refused rather than defaulted.
 
     Raises:
         UserError: the file is missing or not valid YAML, an override is malformed, or a key is
@@ -34,6 +37,13 @@ def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    missing = [k for k in Params.model_fields if k not in raw]
+    if complete and missing:
+        raise UserError(
+            f"{path}: missing {', '.join(repr(m) for m in missing)}; a params file for dvc repro needs "
+            f"every section: {', '.join(Params.model_fields)}",
+            hint="copy the missing sections from the project's params.yaml",
+        )
     return parse_params(apply_overrides(raw, overrides or []), source=str(path))
 
 

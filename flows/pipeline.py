@@ -15,7 +15,7 @@ from flows.layout import Layout
 from flows.settings import Settings
 from flows.stages import STAGES, StageContext
 
-__all__ = ["pipeline", "run_stage", "make_context"]
+__all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "params_fingerprint"]
 
 ORDER = ("assets", "prepare", "source", "align", "fit", "evaluate")
 
@@ -36,6 +36,21 @@ def params_fingerprint(params: Params) -> str:
     return hashlib.sha256(flat.encode()).hexdigest()
 
 
+def finished_stages(ctx: StageContext, stages: tuple[str, ...] = ORDER) -> tuple[str, ...]:
+    """The leading ``stages`` that already finished in this workspace under the same params."""
+    fingerprint = params_fingerprint(ctx.params)
+    done = []
+    for name in stages:
+        marker = ctx.layout.done_marker(name)
+        try:
+            if json.loads(marker.read_text()).get("fingerprint") != fingerprint:
+                break
+        except (OSError, json.JSONDecodeError):
+            break
+        done.append(name)
+    return tuple(done)
+
+
 @flow(name="recraft-pipeline")
 def pipeline(ctx: StageContext, start: str = "assets") -> dict:
     """assets -> prepare -> source -> align -> fit -> evaluate, in one process and one flow run.
@@ -47,16 +62,12 @@ def pipeline(ctx: StageContext, start: str = "assets") -> dict:
     Args:
         start: skip the stages before this one (their outputs must already be in the workspace).
     """
+    stages = ORDER[ORDER.index(start) :]
+    done = finished_stages(ctx, stages)
     fingerprint = params_fingerprint(ctx.params)
-    result: dict = {}
-    reusing = True
-    for name in ORDER[ORDER.index(start) :]:
+    result = json.loads(ctx.layout.metrics("evaluate").read_text()) if "evaluate" in done else {}
+    for name in stages[len(done) :]:
         marker = ctx.layout.done_marker(name)
-        if reusing and marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
-            if name == "evaluate":
-                result = json.loads(ctx.layout.metrics("evaluate").read_text())
-            continue
-        reusing = False
         marker.unlink(missing_ok=True)
         result = STAGES[name](ctx)
         write_json(marker, {"fingerprint": fingerprint, "stage": name})

@@ -7,6 +7,7 @@ experiments (which run in a temp copy) still write to the same stores.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,10 @@ class Settings(BaseSettings):
     registered_model: str = Field("recraft-{task}", description="MLflow registered model name template")
     wheel_cache: Path = Field(Path.home() / ".cache" / "recraft" / "wheels", description="pinned wheel cache")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    asset_mirror: str | None = Field(
+        None, description="s3://bucket/prefix: a shared mirror of the wheel cache (read first, filled after downloads)"
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for the mirror (default: AWS)")
     checkpoint_every: int = Field(
         50, ge=0, description="align/fit save a resumable state every N optimiser steps and each epoch (0: off)"
     )
@@ -60,4 +65,14 @@ def configure_prefect() -> None:
     """
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+    # A failed flow or task run would log its traceback; the CLI reports errors itself (one
+    # line for bad input, the traceback for bugs or with --debug).
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "CRITICAL")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Loading a body logs a key report (the pooler we drop) and draws a progress bar per load.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Prefect's event worker logs under its own top-level name, outside PREFECT_LOGGING_LEVEL.
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)

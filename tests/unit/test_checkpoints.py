@@ -41,3 +41,20 @@ def test_wrong_shapes_are_refused(tmp_path):
     save_checkpoint(tmp_path / "ck", nn.Linear(4, 3), {"kind": "demo"})
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(tmp_path / "ck", nn.Linear(5, 3))
+
+
+def test_atomic_outputs_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from components.atomic import atomic_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
