@@ -237,6 +237,8 @@ def prepare(ctx: StageContext) -> dict[str, float]:
 
 def _body(ctx: StageContext):
     spec = resolve_body(ctx.params.model.body)
+    if spec.asset is not None:
+        assets_lib.verify_tree(ctx.layout.body_dir)  # the weights are the pinned ones, unaltered
     path = ctx.layout.body_dir if spec.asset is not None else ctx.params.model.body
     return load_body(path, n_layers=ctx.params.model.n_layers)
 
