@@ -96,9 +96,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="recraft-suite-") as tmp:
         clone = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        sha = _git("rev-parse", "HEAD", cwd=clone)  # what ran, even if the repo moves on meanwhile
         rows = run_suite(tasks, clone)
     record = {
-        "git_sha": _git("rev-parse", "HEAD"),
+        "git_sha": sha,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "rows": rows,

@@ -98,11 +98,11 @@ def _preflight(p, settings, root: Path) -> None:
     from flows.tracking import Tracker
 
     preflight(get_task(p.task), p.data)
-    Tracker(settings, root)  # raises a UserError when the tracking store is unreachable
-    if settings.asset_mirror:
+    if settings.asset_mirror:  # read-only check first: the tracking store may create a database
         from flows.storage import WheelMirror, s3_client
 
         WheelMirror(settings.asset_mirror, s3_client(settings.s3_endpoint_url, max_attempts=2)).list()
+    Tracker(settings, root)  # raises a UserError when the tracking store is unreachable
 
 
 def _defaults(overrides: list[str]):

@@ -71,22 +71,24 @@ def user_files(tmp_path_factory):
     x = rng.normal(size=(120, 3, 24)).astype(np.float32)
     y = (x[:, :2].mean(axis=2) > 0).astype(np.int64)  # two labels: a multi-label task
     np.savez(root / "mine.npz", x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    r = (x[:, 0].mean(axis=1) - x[:, 2, :5].mean(axis=1)).astype(np.float32)  # scalar regression
+    np.savez(root / "scalar.npz", x_train=x[:90], y_train=r[:90], x_test=x[90:], y_test=r[90:])
     u0, u1 = generate_advection(60, 32, seed=1, t_final=0.5)
     tensor = np.concatenate([u0, u1], axis=1)  # (N, T=2, X): PDEBench's 1D layout
     write_pdebench_1d(root / "advection.hdf5", tensor)
-    return {"npz": root / "mine.npz", "pdebench": root / "advection.hdf5"}
+    return {"npz": root / "mine.npz", "npz-regression": root / "scalar.npz", "pdebench": root / "advection.hdf5"}
 
 
 def _hashes(x):
     return {hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest() for row in x}
 
 
-@pytest.mark.parametrize("task", [*sorted(TASKS), "npz", "pdebench"])
+@pytest.mark.parametrize("task", [*sorted(TASKS), "npz", "npz-regression", "pdebench"])
 def test_task_runs_end_to_end(task, source_stage, user_files, wheel_cache, tmp_path):
     from components.data import load_split
     from flows.pipeline import run_stage
 
-    name = f"{task}:{user_files[task]}" if task in user_files else task
+    name = f"{task.split('-')[0]}:{user_files[task]}" if task in user_files else task
     ctx = _context(tmp_path / "ws", wheel_cache, [f"task={name}"])
     shutil.copytree(source_stage, ctx.layout.source_dir)
     for stage in ("assets", "prepare", "align", "fit", "evaluate"):
@@ -94,7 +96,8 @@ def test_task_runs_end_to_end(task, source_stage, user_files, wheel_cache, tmp_p
 
     meta = json.loads((ctx.layout.prepared_dir / "meta.json").read_text())
     result = json.loads(ctx.layout.metrics("evaluate").read_text())
-    expected_type = {"npz": "multilabel", "pdebench": "field"}.get(task) or TASKS[task].task_type
+    expected_type = {"npz": "multilabel", "npz-regression": "regression", "pdebench": "field"}.get(task)
+    expected_type = expected_type or TASKS[task].task_type
     assert meta["task_type"] == expected_type
     assert result["metric"] == meta["metric"] and math.isfinite(result[f"test/{meta['metric']}"])
     assert math.isfinite(result["bound/value"])

@@ -267,11 +267,32 @@ CASES = [
         },
     ),
     Case(
-        "mlflow-bad-sqlite-dir",
+        "mlflow-bad-scheme",
         RUN,
         [],
-        ["cannot reach the MLflow tracking store sqlite:////nonexistent/"],
-        env={"RECRAFT_TRACKING_URI": "sqlite:////nonexistent/dir/mlflow.db"},
+        ["cannot reach the MLflow tracking store bogus://store"],
+        env={"RECRAFT_TRACKING_URI": "bogus://store"},
+    ),
+    Case(
+        "s3-missing-bucket",
+        RUN,
+        [],
+        ["no-such-bucket"],
+        env={"RECRAFT_ASSET_MIRROR": "s3://no-such-bucket/wheels", "RECRAFT_S3_ENDPOINT_URL": "{s3}"},
+        s3="open",
+    ),
+    Case(
+        "s3-wrong-credentials",
+        RUN,
+        [],
+        ["InvalidAccessKeyId"],
+        env={
+            "RECRAFT_ASSET_MIRROR": "s3://wheels/team",
+            "RECRAFT_S3_ENDPOINT_URL": "{s3}",
+            "AWS_ACCESS_KEY_ID": "AKIAUNKNOWNKEY000000",
+            "AWS_SECRET_ACCESS_KEY": "wrong",
+        },
+        s3="auth",
     ),
 ]
 
