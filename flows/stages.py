@@ -51,6 +51,7 @@ from components.source import (
 )
 from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
 from components.training import AlignReference, align_embedder, alignment_terms, fit_model, predict_scores
+from flows import figures
 from flows.layout import Layout
 from flows.params import flatten
 from flows.plots import write_curve
@@ -343,6 +344,20 @@ def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
 # ---------------------------------------------------------------- align (stage 1)
 
 
+@torch.no_grad()
+def _pooled_embeddings(embedder, split: Split, n: int = 500) -> np.ndarray:
+    """Masked mean of ``phi(x)`` for the first ``n`` samples: the points FA compares to the cloud."""
+    from components.bodies import masked_mean
+
+    x = torch.from_numpy(split.x[:n])
+    mask = None if split.mask is None else torch.from_numpy(split.mask[:n])
+    was_training = embedder.training
+    embedder.eval()
+    out = masked_mean(embedder(x, mask), embedder.token_mask(mask)).float().numpy()
+    embedder.train(was_training)
+    return out
+
+
 @task(name="align-embedder", tags=["gpu"], cache_policy=NO_CACHE)
 def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, checkpoint) -> list[dict[str, float]]:
     return align_embedder(
@@ -372,9 +387,10 @@ def align(ctx: StageContext) -> dict[str, float]:
     embedder = build_embedder(cfg, body.position_embeddings)
     history: list[dict[str, float]] = []
     with ctx.tracker().stage("align", flatten(ctx.params), ctx.tags) as run:
+        train = load_split(ctx.layout.prepared_dir / "train.npz")
+        ref = _load_reference(ctx)
+        before = _pooled_embeddings(embedder, train)
         if ctx.params.method == "recraft" and ctx.params.align.epochs > 0:
-            train = load_split(ctx.layout.prepared_dir / "train.npz")
-            ref = _load_reference(ctx)
             inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.source_dir / "cloud.safetensors"]
             ckpt = _checkpoint(ctx, "align", inputs)
             history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"), ckpt)
@@ -383,6 +399,20 @@ def align(ctx: StageContext) -> dict[str, float]:
         summary["seconds"] = time.perf_counter() - started
         write_json(ctx.layout.metrics("align"), summary)
         write_curve(ctx.layout.plot("align.csv"), history)
+        kind = "class" if meta["task_type"] in CLASSIFICATION else "pseudo-label"
+        n = len(before)
+        figures.alignment_projection(
+            ref.cloud.numpy(),
+            before,
+            _pooled_embeddings(embedder.cpu(), train),
+            train.groups[:n],
+            meta["class_names"] or None,
+            ctx.layout.plot("alignment.png"),
+            label_kind=kind,
+        )
+        figures.epoch_curves(history, ["fa", "fld", "loss"], ctx.layout.plot("align.png"), "Stage 1: alignment")
+        for name in ("alignment.png", "align.png"):
+            run.artifact(ctx.layout.plot(name), "plots")
         run.metrics({"seconds/align": summary["seconds"]})
     shutil.rmtree(ctx.layout.checkpoint_dir("align"), ignore_errors=True)  # outputs are complete
     return summary
@@ -462,6 +492,9 @@ def fit(ctx: StageContext) -> dict[str, float]:
         summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
         write_json(ctx.layout.metrics("fit"), summary)
         write_curve(ctx.layout.plot("fit.csv"), history)
+        keys = ["train_loss", "val_loss", f"val_{meta['metric']}"]
+        figures.epoch_curves(history, keys, ctx.layout.plot("fit.png"), "Stage 2: fitting", empty_message="no epochs")
+        run.artifact(ctx.layout.plot("fit.png"), "plots")
         run.metrics({"seconds/fit": summary["seconds"]})
     shutil.rmtree(ctx.layout.checkpoint_dir("fit"), ignore_errors=True)  # outputs are complete
     return summary
@@ -509,6 +542,26 @@ def _bound_terms(
     }
 
 
+def _evaluation_figures(ctx: StageContext, meta: dict, result: dict, test: Split, scores: np.ndarray) -> list:
+    """Confusion matrix (classification) or true vs predicted fields, and the bound report."""
+    from components.metrics import confusion_matrix
+
+    out = ctx.layout.plot("evaluate")
+    shutil.rmtree(out, ignore_errors=True)  # which figures exist depends on the task type
+    paths = []
+    if meta["task_type"] in CLASSIFICATION:
+        counts = confusion_matrix(scores, test.y, meta["n_classes"])
+        paths.append(figures.confusion_matrix(counts, meta["class_names"], out / "confusion.png"))
+    elif meta["task_type"] == "field":
+        paths.append(figures.field_predictions(test.x, test.y, scores, out / "fields.png"))
+    metric = meta["metric"]
+    error = result[f"test/{metric}"]
+    row = {k: v for k, v in result.items() if k.startswith("bound/")}
+    row["test_error"] = 1.0 - error if meta["higher_is_better"] else error
+    paths.append(figures.bound_report([row], out / "bound.png"))
+    return paths
+
+
 @flow(name="evaluate")
 def evaluate(ctx: StageContext) -> dict:
     """Test metrics (the only read of the test split), bound terms, the metrics JSON, the model."""
@@ -544,6 +597,8 @@ def evaluate(ctx: StageContext) -> dict:
         seconds["evaluate"] = time.perf_counter() - started
         result["seconds"] = seconds
         write_json(ctx.layout.metrics("evaluate"), result)
+        for path in _evaluation_figures(ctx, meta, result, test, test_scores):
+            run.artifact(path, "plots")
         run.metrics({k: v for k, v in result.items() if "/" in k})
         run.artifact(ctx.layout.metrics("evaluate"))
         log_and_register(ctx, result, meta)

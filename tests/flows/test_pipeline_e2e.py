@@ -102,3 +102,28 @@ def test_model_is_registered_with_signature_and_predicts_like_evaluate(e2e_run):
     scores = model.predict(test.x)
     acc = float((scores.argmax(1) == test.y).mean())
     assert acc == pytest.approx(result["test/accuracy"])
+
+
+def test_plots_are_written_and_logged(e2e_run):
+    import mlflow
+
+    root, ctx, result = e2e_run
+    names = ["align.png", "alignment.png", "fit.png", "evaluate/confusion.png", "evaluate/bound.png"]
+    for name in names:
+        data = ctx.layout.plot(name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("recraft")
+    runs = {r.data.tags.get("recraft.stage"): r for r in client.search_runs([exp.experiment_id])}
+    logged = {
+        a.path
+        for stage in ("align", "fit", "evaluate")
+        for a in client.list_artifacts(runs[stage].info.run_id, "plots")
+    }
+    assert {
+        "plots/alignment.png",
+        "plots/align.png",
+        "plots/fit.png",
+        "plots/confusion.png",
+        "plots/bound.png",
+    } <= logged
