@@ -18,7 +18,7 @@ import warnings
 
 import torch
 
-__all__ = ["entropic_ot", "sinkhorn_divergence", "SinkhornNotConverged"]
+__all__ = ["entropic_ot", "entropic_ot_cost", "sinkhorn_divergence", "SinkhornNotConverged"]
 
 
 class SinkhornNotConverged(UserWarning):
@@ -50,11 +50,28 @@ def entropic_ot(
     import ot
 
     cost = ot.dist(x, y)  # (n, m) squared Euclidean
+    return entropic_ot_cost(cost, eps, max_iter, tol, scale)
+
+
+def entropic_ot_cost(
+    cost: torch.Tensor,
+    eps: float,
+    max_iter: int = 200,
+    tol: float = 1e-6,
+    scale: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Entropic OT value for a given (n, m) cost matrix between uniform marginals.
+
+    The same solve as :func:`entropic_ot`, for costs that are not plain squared distances
+    (OTDD's augmented cost). ``scale`` is the unit of ``eps`` (``None``: the mean cost).
+    """
+    import ot
+
     if scale is None:
         scale = cost.detach().mean().clamp_min(1e-12)
     reg = float(eps * scale)
-    a = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=x.dtype, device=x.device)
-    b = torch.full((y.shape[0],), 1.0 / y.shape[0], dtype=y.dtype, device=y.device)
+    a = torch.full((cost.shape[0],), 1.0 / cost.shape[0], dtype=cost.dtype, device=cost.device)
+    b = torch.full((cost.shape[1],), 1.0 / cost.shape[1], dtype=cost.dtype, device=cost.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = ot.solve(cost, a, b, reg=reg, reg_type="KL", max_iter=max_iter, tol=tol, grad="envelope")
@@ -64,7 +81,7 @@ def entropic_ot(
                 f"Sinkhorn did not converge in {max_iter} iterations (eps={eps}, relative); "
                 "raise align.sinkhorn_iters or align.eps",
                 SinkhornNotConverged,
-                stacklevel=2,
+                stacklevel=3,
             )
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -19,10 +19,7 @@ __all__ = [
     "AlignParams",
     "FitParams",
     "Params",
-    "METHODS",
 ]
-
-METHODS = ("recraft", "nft")
 
 
 class _Section(BaseModel):
@@ -139,7 +136,9 @@ class FitParams(_Section):
 
 class Params(_Section):
     task: str = Field("dna", description="registered task name, npz:PATH or pdebench:PATH (recraft tasks)")
-    method: Literal["recraft", "nft"] = Field("recraft", description="recraft: stages 0-2; nft: no alignment")
+    method: str = Field(
+        "recraft", description="scratch, nft, fa, orca or recraft (components/methods.py; recraft --help)"
+    )
     seed: int = Field(0, ge=0, description="seeds splits, initialisation and batch order")
     model: ModelParams = ModelParams()
     data: DataParams = DataParams()
@@ -147,6 +146,18 @@ class Params(_Section):
     source: SourceParams = SourceParams()
     align: AlignParams = AlignParams()
     fit: FitParams = FitParams()
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        from components.errors import UserError
+        from components.methods import get_method
+
+        try:
+            get_method(value)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("task")
     @classmethod

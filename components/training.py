@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.alignment import entropic_ot, sinkhorn_divergence
+from components.alignment import entropic_ot, entropic_ot_cost, sinkhorn_divergence
 from components.bodies import Body, masked_mean
 from components.checkpoints import TrainingCheckpoint, load_optimizer_state, optimizer_state
 from components.config import AlignParams, FitParams
@@ -24,8 +24,9 @@ from components.distortion import feature_label_distortion
 from components.losses import class_weights, task_loss
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
 from components.model import CrossModalModel
+from components.otdd import LabelledCloud, otdd
 
-__all__ = ["AlignReference", "align_embedder", "alignment_terms", "fit_model", "predict_scores"]
+__all__ = ["OBJECTIVES", "AlignReference", "align_embedder", "alignment_terms", "fit_model", "predict_scores"]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -43,10 +44,12 @@ def _no_step(step: int) -> None:
 
 @dataclass(frozen=True)
 class AlignReference:
-    """What stage 0 hands to stage 1: the source cloud (n, d) and the frozen source head."""
+    """What stage 0 hands to stage 1: the source cloud (n, d), the frozen source head and, for
+    ORCA's OTDD, the cloud's source labels (n,)."""
 
     cloud: torch.Tensor
     head: nn.Module
+    labels: torch.Tensor | None = None
 
     @cached_property
     def scale(self) -> float:
@@ -54,6 +57,21 @@ class AlignReference:
         import ot
 
         return float(ot.dist(self.cloud, self.cloud).mean())
+
+    @cached_property
+    def labelled(self) -> LabelledCloud:
+        """The cloud with its class Gaussians, for OTDD (needs ``labels``)."""
+        if self.labels is None:
+            raise ValueError("OTDD needs the source labels; this reference has none (re-run the source stage)")
+        return LabelledCloud.build(self.cloud, self.labels)
+
+    @cached_property
+    def otdd_scale(self) -> float:
+        """Mean augmented self-cost of the labelled cloud: the unit of OTDD's ``eps``."""
+        return float(self.labelled.self_cost().mean())
+
+
+OBJECTIVES = ("fa", "otdd", "recraft")
 
 
 def _autocast(device: torch.device):
@@ -72,9 +90,10 @@ def alignment_terms(
     need: tuple[str, ...] = ("fa", "fld"),
     mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """FA and/or FLD of one target batch ``x`` with FLD groups ``labels`` (B,).
+    """FA, FLD and/or OTDD of one target batch ``x`` with groups ``labels`` (B,) (``need`` says which).
 
-    ``mask`` (B, L) marks the real steps of padded sequences; padded tokens are left out of
+    ``ot_yy`` is the precomputed self-term of the reference for the transport term in ``need``
+    (FA or OTDD; one of them per call). ``mask`` (B, L) marks the real steps of padded sequences; padded tokens are left out of
     every mean. FA's ``eps`` is relative to ``ref.scale`` (the source cloud's mean squared
     pairwise distance), fixed per reference so that ``OT(cloud, cloud)`` is computed once.
     """
@@ -85,6 +104,9 @@ def alignment_terms(
         out["fa"] = sinkhorn_divergence(
             masked_mean(u, tmask).float(), ref.cloud, cfg.eps, cfg.sinkhorn_iters, ot_yy=ot_yy, scale=ref.scale
         )
+    if "otdd" in need:
+        pooled = masked_mean(u, tmask).float()
+        out["otdd"] = otdd(ref.labelled, pooled, labels, cfg.eps, cfg.sinkhorn_iters, ot_ss=ot_yy, scale=ref.otdd_scale)
     if "fld" in need:
         probs = torch.softmax(ref.head(masked_mean(body(u, tmask), tmask)).float(), dim=-1)
         out["fld"] = feature_label_distortion(probs, labels, cfg.fld_variant)
@@ -160,8 +182,12 @@ def align_embedder(
     checkpoint: TrainingCheckpoint | None = None,
     checkpoint_every: int | None = None,
     on_step: OnStep = _no_step,
+    objective: str = "recraft",
 ) -> list[dict[str, float]]:
     """Stage 1: minimise ``lambda_fa * FA + lambda_fld * FLD`` over ``phi`` only.
+
+    ``objective`` picks the method's stage 1 (:data:`OBJECTIVES`): ``recraft`` (the weighted
+    sum), ``fa`` (FA alone) or ``otdd`` (ORCA's OTDD, :mod:`components.otdd`; needs ``ref.labels``).
 
     The body and the source head are frozen (``requires_grad=False``). In the ``joint`` schedule
     each term is divided by a running mean of its own magnitude before weighting, so a term with
@@ -182,9 +208,15 @@ def align_embedder(
     embedder.train()
     opt = torch.optim.AdamW(embedder.parameters(), lr=cfg.lr, weight_decay=0.0)
     cloud = ref.cloud.to(device)
-    ref = AlignReference(cloud, ref.head)
-    ot_yy = entropic_ot(cloud, cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale).detach()
-    scale: dict[str, torch.Tensor | None] = {"fa": None, "fld": None}
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown stage-1 objective {objective!r}; choices: {', '.join(OBJECTIVES)}")
+    ref = AlignReference(cloud, ref.head, None if ref.labels is None else ref.labels.to(device))
+    if objective == "otdd":
+        ot_yy = entropic_ot_cost(ref.labelled.self_cost(), cfg.eps, cfg.sinkhorn_iters, scale=ref.otdd_scale)
+    else:
+        ot_yy = entropic_ot(cloud, cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
+    ot_yy = ot_yy.detach()
+    scale: dict[str, torch.Tensor | None] = {"fa": None, "fld": None, "otdd": None}
     n = len(labels)
     steps = max(1, n // cfg.batch_size)
     if cfg.steps_per_epoch is not None:
@@ -200,14 +232,16 @@ def align_embedder(
         scale = {k: extra[f"scale.{k}"].to(device) if f"scale.{k}" in extra else None for k in scale}
     global_step = progress["epoch"] * steps + progress["step"]
     for epoch in range(progress["epoch"], cfg.epochs):
-        if cfg.schedule == "sequential":
+        if objective != "recraft":
+            need = (objective,)
+        elif cfg.schedule == "sequential":
             need = ("fa",) if epoch < max(1, cfg.epochs // 2) else ("fld",)
         else:
             need = tuple(t for t, lam in (("fa", cfg.lambda_fa), ("fld", cfg.lambda_fld)) if lam > 0)
         resuming = epoch == progress["epoch"] and progress["step"] > 0
         if not resuming:
             perm = torch.randperm(n, generator=gen)
-        sums = progress["sums"] if resuming else {"fa": 0.0, "fld": 0.0, "loss": 0.0}
+        sums = progress["sums"] if resuming else {"fa": 0.0, "fld": 0.0, "otdd": 0.0, "loss": 0.0}
         for step in range(progress["step"] if resuming else 0, steps):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             with _autocast(device):
@@ -224,7 +258,7 @@ def align_embedder(
                 )
             loss = torch.zeros((), device=device)
             for name, value in terms.items():
-                lam = cfg.lambda_fa if name == "fa" else cfg.lambda_fld
+                lam = {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld}.get(name, 1.0) if objective == "recraft" else 1.0
                 mag = value.detach().abs().clamp_min(1e-6)
                 scale[name] = mag if scale[name] is None else 0.9 * scale[name] + 0.1 * mag
                 norm = scale[name] if cfg.schedule == "joint" and len(terms) > 1 else 1.0

@@ -38,6 +38,7 @@ from components.data import (
     save_split,
     write_meta,
 )
+from components.methods import get_method
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
 from components.model import CrossModalModel, build_embedder, head_outputs
 from components.source import (
@@ -236,12 +237,14 @@ def prepare(ctx: StageContext) -> dict[str, float]:
 # ---------------------------------------------------------------- source (stage 0)
 
 
-def _body(ctx: StageContext):
+def _body(ctx: StageContext, pretrained: bool = True):
+    """The body: the pinned pre-trained weights, or (``pretrained=False``) the same architecture
+    randomly initialised from the global torch RNG (method ``scratch``)."""
     spec = resolve_body(ctx.params.model.body)
     if spec.asset is not None:
         assets_lib.verify_tree(ctx.layout.body_dir)  # the weights are the pinned ones, unaltered
     path = ctx.layout.body_dir if spec.asset is not None else ctx.params.model.body
-    return load_body(path, n_layers=ctx.params.model.n_layers)
+    return load_body(path, n_layers=ctx.params.model.n_layers, pretrained=pretrained)
 
 
 @task(name="train-source-head", tags=["gpu"], cache_policy=NO_CACHE)
@@ -280,7 +283,14 @@ def _train_source(ctx: StageContext) -> dict:
         cfg.hinge_steps,
     )
     lipschitz = max_grad_norm(body, head, val_b)
-    return {"cloud": cloud, "head": head, "history": history, "classes": classes, "lipschitz": lipschitz}
+    return {
+        "cloud": cloud,
+        "labels": batch.labels,
+        "head": head,
+        "history": history,
+        "classes": classes,
+        "lipschitz": lipschitz,
+    }
 
 
 @flow(name="source")
@@ -302,7 +312,7 @@ def source(ctx: StageContext) -> dict[str, float]:
             "seconds": time.perf_counter() - started,
         }
         with atomic_dir(ctx.layout.source_dir) as d:  # cloud, head and summary together or not at all
-            save_tensors(d / "cloud.safetensors", {"cloud": out["cloud"]})
+            save_tensors(d / "cloud.safetensors", {"cloud": out["cloud"], "labels": out["labels"].long()})
             save_checkpoint(
                 d / "head",
                 out["head"],
@@ -316,11 +326,11 @@ def source(ctx: StageContext) -> dict[str, float]:
 
 
 def _load_reference(ctx: StageContext) -> AlignReference:
-    cloud = load_tensors(ctx.layout.source_dir / "cloud.safetensors")["cloud"]
+    tensors = load_tensors(ctx.layout.source_dir / "cloud.safetensors")
     cfg = json.loads((ctx.layout.source_dir / "head" / "config.json").read_text())
     head = torch.nn.Linear(cfg["d"], cfg["n_classes"])
     load_checkpoint(ctx.layout.source_dir / "head", head, {"kind": "source_head"})
-    return AlignReference(cloud, head)
+    return AlignReference(tensors["cloud"], head, tensors.get("labels"))
 
 
 def _meta(ctx: StageContext) -> dict:
@@ -363,7 +373,7 @@ def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, check
     return align_embedder(
         embedder.to(ctx.device),
         body.to(ctx.device),
-        AlignReference(ref.cloud, ref.head.to(ctx.device)),
+        AlignReference(ref.cloud, ref.head.to(ctx.device), ref.labels),
         torch.from_numpy(train.x),
         torch.from_numpy(train.groups),
         ctx.params.align,
@@ -373,6 +383,7 @@ def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, check
         mask=None if train.mask is None else torch.from_numpy(train.mask),
         checkpoint=checkpoint,
         checkpoint_every=ctx.settings.checkpoint_every,
+        objective=get_method(ctx.params.method).objective,
     )
 
 
@@ -382,7 +393,7 @@ def align(ctx: StageContext) -> dict[str, float]:
     started = time.perf_counter()
     _seed(ctx.params.seed)
     meta = _meta(ctx)
-    body = _body(ctx)
+    body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
     embedder = build_embedder(cfg, body.position_embeddings)
     history: list[dict[str, float]] = []
@@ -390,7 +401,7 @@ def align(ctx: StageContext) -> dict[str, float]:
         train = load_split(ctx.layout.prepared_dir / "train.npz")
         ref = _load_reference(ctx)
         before = _pooled_embeddings(embedder, train)
-        if ctx.params.method == "recraft" and ctx.params.align.epochs > 0:
+        if get_method(ctx.params.method).objective is not None and ctx.params.align.epochs > 0:
             inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.source_dir / "cloud.safetensors"]
             ckpt = _checkpoint(ctx, "align", inputs)
             history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"), ckpt)
@@ -435,8 +446,9 @@ def _model_config(ctx: StageContext, meta: dict, d: int) -> dict:
 
 
 def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
-    """The stage-2 model: ``phi`` from the align stage, the pre-trained body, a fresh head."""
-    body = _body(ctx)
+    """The stage-2 model: ``phi`` from the align stage, the body (pre-trained unless the method
+    is ``scratch``), a fresh head."""
+    body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
     embedder = build_embedder(cfg, body.position_embeddings)
     load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})

@@ -49,6 +49,28 @@ def test_alignment_lowers_fa_and_fld(tiny_body):
     assert after["fld"] < before["fld"] - 0.01, (before, after)
 
 
+def test_orca_and_fa_objectives_lower_their_own_term_only(tiny_body):
+    g = torch.Generator().manual_seed(0)
+    head = nn.Linear(32, 4)
+    labels = torch.arange(200) % 4
+    cloud = torch.randn(4, 32, generator=g)[labels] + 0.3 * torch.randn(200, 32, generator=g)
+    ref = AlignReference(cloud, head, labels)
+    x, y = _motif_task(256, seed=1)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    cfg = AlignParams(epochs=4, steps_per_epoch=6, batch_size=64, eps=1.0, lr=1e-2)
+    for objective in ("otdd", "fa"):
+        embedder = _embedder(tiny_body)
+        with torch.no_grad():
+            before = alignment_terms(embedder, tiny_body, ref, xt, yt, cfg, need=(objective,))[objective]
+        history = align_embedder(
+            embedder, tiny_body, ref, xt, yt, cfg, seed=0, device=torch.device("cpu"), objective=objective
+        )
+        assert [set(h) - {"loss"} for h in history] == [{objective}] * 4
+        with torch.no_grad():
+            after = alignment_terms(embedder, tiny_body, ref, xt, yt, cfg, need=(objective,))[objective]
+        assert after < 0.7 * before, (objective, before, after)
+
+
 def test_sequential_schedule_moves_each_term_in_its_phase(tiny_body):
     g = torch.Generator().manual_seed(0)
     head = nn.Linear(32, 4)
