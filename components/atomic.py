@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "save_npz"]
+__all__ = ["atomic_path", "atomic_dir", "write_json", "write_text", "save_npz"]
 
 
 def _umask() -> int:
@@ -73,6 +73,12 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:

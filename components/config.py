@@ -18,6 +18,7 @@ __all__ = [
     "SourceParams",
     "AlignParams",
     "FitParams",
+    "TuneParams",
     "Params",
 ]
 
@@ -134,6 +135,56 @@ class FitParams(_Section):
     augment_rc: bool = Field(True, description="DNA only: random reverse-complement augmentation")
 
 
+class TuneParams(_Section):
+    """The Optuna search (``tune`` stage, ``recraft tune``): budget, pruning and the space.
+
+    Ranges are ``[low, high]``; ``lambda_*``, ``eps`` and the learning rates are searched on a
+    log scale. A range set to ``null`` is not searched (the value of its own section is used).
+    """
+
+    n_trials: int = Field(12, ge=1, description="trials in the study (a rerun continues it up to this many)")
+    n_workers: int = Field(
+        1, ge=1, le=64, description="processes sharing the study's storage (1 on a 2-core machine: torch uses both)"
+    )
+    target: Literal["val", "bound"] = Field(
+        "val", description="val: the task's validation metric; bound: the bound value (label-free selection)"
+    )
+    pruner: Literal["median", "hyperband", "none"] = Field("median", description="per-epoch pruning of bad trials")
+    sampler_seed: int = Field(0, ge=0, description="seed of the TPE sampler")
+    max_train: int | None = Field(
+        1000, ge=2, description="per-trial budget: training samples used by each trial (None: all)"
+    )
+    fit_epochs: int = Field(2, ge=1, description="per-trial budget: stage-2 epochs (each reports to the pruner)")
+    lambda_fa: tuple[float, float] | None = Field((0.1, 10.0), description="range of align.lambda_fa (log)")
+    lambda_fld: tuple[float, float] | None = Field((0.1, 10.0), description="range of align.lambda_fld (log)")
+    eps: tuple[float, float] | None = Field((0.05, 1.0), description="range of align.eps (log)")
+    tau: tuple[float, float] | None = Field(
+        None, description="range of source.tau; each trial re-trains the source head (costs a stage 0)"
+    )
+    fld_variant: tuple[Literal["ce", "mi"], ...] | None = Field(
+        ("ce", "mi"), description="choices of align.fld_variant"
+    )
+    schedule: tuple[Literal["joint", "sequential"], ...] | None = Field(
+        ("joint", "sequential"), description="choices of align.schedule"
+    )
+    align_epochs: tuple[int, int] | None = Field((1, 4), description="range of align.epochs")
+    align_lr: tuple[float, float] | None = Field((1e-4, 1e-2), description="range of align.lr (log)")
+    fit_lr: tuple[float, float] | None = Field((3e-5, 3e-4), description="range of fit.lr (log)")
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> TuneParams:
+        for name in ("lambda_fa", "lambda_fld", "eps", "tau", "align_epochs", "align_lr", "fit_lr"):
+            rng = getattr(self, name)
+            if rng is not None and not 0 <= rng[0] <= rng[1]:
+                raise ValueError(f"tune.{name}: expected [low, high] with 0 <= low <= high, got {list(rng)}")
+            if rng is not None and name not in ("tau", "align_epochs") and rng[0] <= 0:
+                raise ValueError(f"tune.{name}: a log-scale range needs low > 0, got {list(rng)}")
+        for name in ("fld_variant", "schedule"):
+            if getattr(self, name) is not None and not getattr(self, name):
+                raise ValueError(f"tune.{name}: give at least one choice, or null to not search it")
+        return self
+
+
 class Params(_Section):
     task: str = Field("dna", description="registered task name, npz:PATH or pdebench:PATH (recraft tasks)")
     method: str = Field(
@@ -146,6 +197,10 @@ class Params(_Section):
     source: SourceParams = SourceParams()
     align: AlignParams = AlignParams()
     fit: FitParams = FitParams()
+    tune: TuneParams = TuneParams()
+    use_tuned: bool = Field(
+        False, description="align/fit/source read the best values of the last search (params.tuned.yaml)"
+    )
 
     @field_validator("method")
     @classmethod

@@ -10,10 +10,22 @@ import torch
 
 from components.bodies import load_body
 from components.checkpoints import load_checkpoint
-from components.errors import CheckpointError
+from components.data import apply_normalisation
+from components.errors import CheckpointError, DataError
 from components.model import CrossModalModel, build_embedder
 
-__all__ = ["load_model_dir", "predict_array", "trailing_mask"]
+__all__ = [
+    "SERVING_FILE",
+    "load_model_dir",
+    "predict_array",
+    "trailing_mask",
+    "serving_files",
+    "read_serving",
+    "prepare_inputs",
+]
+
+#: What serving needs besides the architecture and the weights: how prepare treated the inputs.
+SERVING_FILE = "serving.json"
 
 
 def load_model_dir(directory: str | Path) -> CrossModalModel:
@@ -59,3 +71,71 @@ def predict_array(
         m = None if mask is None else torch.from_numpy(np.asarray(mask[i : i + batch_size], dtype=bool))
         out.append(model(torch.from_numpy(x[i : i + batch_size]), m))
     return torch.cat(out).numpy()
+
+
+def serving_files(meta: dict) -> dict[str, dict]:
+    """The model directory's :data:`SERVING_FILE`, from the prepare stage's ``meta.json``.
+
+    It holds the input normalisation prepare applied (channel mean and std fitted on the training
+    inputs, and whether it was applied), the headline metric, the class names and the target
+    statistics, so a model directory alone turns raw inputs into predictions.
+    Pass it to ``save_checkpoint(..., extra_json=...)``.
+    """
+    keys = ("normalisation", "metric", "class_names", "target_stats")
+    return {SERVING_FILE: {k: meta[k] for k in keys}}
+
+
+def read_serving(directory: str | Path) -> dict:
+    """The :data:`SERVING_FILE` of a model directory written by the fit stage."""
+    path = Path(directory) / SERVING_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{path} is missing or unreadable, so the model's input normalisation is unknown",
+            hint="re-run the fit stage (models written before serving.json existed lack it)",
+        ) from exc
+
+
+def prepare_inputs(
+    x: np.ndarray,
+    normalisation: dict,
+    input_shape: tuple[int, ...],
+    masked: bool,
+    mask: np.ndarray | None = None,
+    where: str = "inputs",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw inputs -> the model's inputs, exactly as the prepare stage made the training data.
+
+    Args:
+        x: raw inputs (N, L), (N, C, L) or (N, C, H, W); (N, L) is one channel.
+        normalisation: ``{"applied", "mean", "std"}`` from :data:`SERVING_FILE`.
+        input_shape: the shape of one sample the model expects, ``(C, L)`` or ``(C, H, W)``.
+        masked: the model was trained on right-padded sequences with a mask.
+        mask: (N, L') real steps of padded sequences; without it, a masked model counts each
+            sample's steps up to its last non-zero one as real.
+        where: names the inputs in error messages (a file and its array).
+
+    Returns:
+        Normalised float32 inputs (N, *input_shape), and the (N, L) mask (``None`` if unmasked).
+        Shorter sequences are right-padded to ``L`` when the model is masked.
+    """
+    if x.ndim == 2:  # (N, L): one channel, as in the bring-your-own-data format
+        x = x[:, None, :]
+    x = np.asarray(x, dtype=np.float32)
+    expected = tuple(input_shape)
+    pad = expected[-1] - x.shape[-1]
+    if not (x.shape[1:] == expected or (masked and x.shape[1:-1] == expected[:-1] and pad > 0)):
+        shorter = " (or shorter, padded)" if masked else ""
+        raise DataError(f"{where} has samples of shape {x.shape[1:]}; this model expects {expected}{shorter}")
+    if mask is not None and mask.shape != (len(x), x.shape[-1]):
+        raise DataError(f"{where}: the mask has shape {mask.shape}; expected (N, L) = {(len(x), x.shape[-1])}")
+    if masked and mask is None:
+        mask = trailing_mask(x)
+    if mask is not None:
+        mask = np.pad(mask.astype(bool), ((0, 0), (0, max(pad, 0))))
+    if pad > 0:
+        x = np.pad(x, ((0, 0), (0, 0), (0, pad)))
+    if normalisation["applied"]:
+        x = apply_normalisation(x, normalisation, mask)
+    return x, mask

@@ -26,7 +26,16 @@ from components.metrics import HIGHER_IS_BETTER, compute_metrics
 from components.model import CrossModalModel
 from components.otdd import LabelledCloud, otdd
 
-__all__ = ["OBJECTIVES", "AlignReference", "align_embedder", "alignment_terms", "fit_model", "predict_scores"]
+__all__ = [
+    "OBJECTIVES",
+    "AlignReference",
+    "align_embedder",
+    "align_steps",
+    "alignment_terms",
+    "fit_model",
+    "fit_steps",
+    "predict_scores",
+]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -93,8 +102,8 @@ def alignment_terms(
     """FA, FLD and/or OTDD of one target batch ``x`` with groups ``labels`` (B,) (``need`` says which).
 
     ``ot_yy`` is the precomputed self-term of the reference for the transport term in ``need``
-    (FA or OTDD; one of them per call). ``mask`` (B, L) marks the real steps of padded sequences; padded tokens are left out of
-    every mean. FA's ``eps`` is relative to ``ref.scale`` (the source cloud's mean squared
+    (FA or OTDD; one of them per call). ``mask`` (B, L) marks the real steps of padded sequences;
+    padded tokens are left out of every mean. FA's ``eps`` is relative to ``ref.scale`` (the source cloud's mean squared
     pairwise distance), fixed per reference so that ``OT(cloud, cloud)`` is computed once.
     """
     out: dict[str, torch.Tensor] = {}
@@ -168,6 +177,21 @@ class _Resumable:
         self.ckpt.save(tensors, meta)
 
 
+def align_steps(n: int, cfg: AlignParams) -> tuple[int, int]:
+    """Stage 1's (steps per epoch, epochs) for ``n`` samples: full batches, capped by ``cfg.steps_per_epoch``."""
+    steps = max(1, n // cfg.batch_size)
+    if cfg.steps_per_epoch is not None:
+        steps = min(steps, cfg.steps_per_epoch)
+    return steps, cfg.epochs
+
+
+def fit_steps(n: int, cfg: FitParams) -> tuple[int, int]:
+    """Stage 2's (steps per epoch, epochs) for ``n`` samples: ``cfg.epochs``, or more to reach
+    ``cfg.min_steps`` optimiser steps. Early stopping may end sooner."""
+    steps = -(-n // cfg.batch_size)
+    return steps, max(cfg.epochs, -(-cfg.min_steps // steps))
+
+
 def align_embedder(
     embedder: nn.Module,
     body: Body,
@@ -218,9 +242,7 @@ def align_embedder(
     ot_yy = ot_yy.detach()
     scale: dict[str, torch.Tensor | None] = {"fa": None, "fld": None, "otdd": None}
     n = len(labels)
-    steps = max(1, n // cfg.batch_size)
-    if cfg.steps_per_epoch is not None:
-        steps = min(steps, cfg.steps_per_epoch)
+    steps, _ = align_steps(n, cfg)
     history: list[dict[str, float]] = []
     state = _Resumable(checkpoint, checkpoint_every, gen, {"embedder": embedder}, opt)
     progress = {"epoch": 0, "step": 0, "sums": None}
@@ -345,8 +367,7 @@ def fit_model(
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     xt, yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
     mt = None if train.mask is None else torch.from_numpy(train.mask)
-    steps_per_epoch = -(-len(yt) // cfg.batch_size)
-    epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
+    steps_per_epoch, epochs = fit_steps(len(yt), cfg)
     # Linear warm-up then linear decay to 0 over the whole budget: with few epochs, the decay
     # is what turns a noisy last step into a good final model.
     total = epochs * steps_per_epoch

@@ -54,7 +54,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks fo
 @app.command()
 def run(
     task: Annotated[str | None, typer.Option(help="registered task (default: params file)")] = None,
-    method: Annotated[str | None, typer.Option(help="recraft or nft (default: params file)")] = None,
+    method: Annotated[str | None, typer.Option(help="scratch, nft, fa, orca or recraft (default: params file)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: params file)")] = None,
     budget: Annotated[str, typer.Option(help="quick (subset, few epochs) or full")] = "full",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set align.lambda_fld=0.5")] = None,
@@ -66,21 +66,11 @@ def run(
 ) -> None:
     """Run the whole pipeline (assets to evaluate) in a work directory, outside DVC."""
     try:
-        from flows.params import load_params
         from flows.settings import load_settings
 
-        if budget not in BUDGETS:
-            raise UserError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
-        overrides = list(BUDGETS[budget])
-        overrides += [f"{k}={v}" for k, v in (("task", task), ("method", method), ("seed", seed)) if v is not None]
-        overrides += set_ or []
-        if params is None and Path("params.yaml").exists():
-            params = Path("params.yaml")
-        p = load_params(params, overrides) if params is not None else _defaults(overrides)
+        p = _build_params(task, method, seed, budget, set_, params)
         settings = load_settings()
-        from components.tasks import task_slug
-
-        root = workdir or Path("runs") / f"{task_slug(p.task)}-{p.method}-{p.seed}"
+        root = workdir or _default_workdir(p)
         _preflight(p, settings, root)
         result = _run_pipeline(p, settings, root)
         if metrics_out is not None:
@@ -90,6 +80,86 @@ def run(
         _print_result(result)
     except Exception as exc:  # noqa: BLE001 - _fail re-raises anything that is not a UserError
         _fail(exc)
+
+
+def _build_params(task, method, seed, budget: str, set_: list[str] | None, params: Path | None, extra=()):
+    """Params from the file (or the defaults), the budget, the named options, then ``--set``."""
+    from flows.params import load_params
+
+    if budget not in BUDGETS:
+        raise UserError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
+    overrides = list(BUDGETS[budget])
+    named = (("task", task), ("method", method), ("seed", seed), *extra)
+    overrides += [f"{k}={v}" for k, v in named if v is not None]
+    overrides += set_ or []
+    if params is None and Path("params.yaml").exists():
+        params = Path("params.yaml")
+    return load_params(params, overrides) if params is not None else _defaults(overrides)
+
+
+def _default_workdir(p) -> Path:
+    from components.tasks import task_slug
+
+    return Path("runs") / f"{task_slug(p.task)}-{p.method}-{p.seed}"
+
+
+@app.command()
+def tune(
+    task: Annotated[str | None, typer.Option(help="registered task (default: params file)")] = None,
+    trials: Annotated[int | None, typer.Option(help="trials in the study (tune.n_trials)")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna RDB URL (default: RECRAFT_OPTUNA_STORAGE, else WORKDIR/optuna.db)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="processes sharing the study (tune.n_workers)")] = None,
+    target: Annotated[str | None, typer.Option(help="val (validation metric) or bound (label-free)")] = None,
+    method: Annotated[str | None, typer.Option(help="method whose coefficients are searched")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: params file)")] = None,
+    budget: Annotated[str, typer.Option(help="quick or full (stage-0 budget)")] = "full",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set tune.max_train=800")] = None,
+    params: Annotated[Path | None, typer.Option(help="params file to start from")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="work directory (default runs/TASK-METHOD-SEED)")] = None,
+) -> None:
+    """Search the stage-1/2 coefficients with Optuna on validation data; write params.tuned.yaml.
+
+    Runs assets, prepare and source first when needed (resuming like ``run``), then continues
+    the study up to the requested trials. Use the result with ``recraft run --workdir SAME
+    --set use_tuned=true`` (or ``use_tuned: true`` in params.yaml and ``dvc repro``).
+    """
+    try:
+        from flows.settings import configure_prefect, load_settings
+
+        extra = (("tune.n_trials", trials), ("tune.n_workers", workers), ("tune.target", target))
+        p = _build_params(task, method, seed, budget, set_, params, extra)
+        settings = load_settings()
+        root = workdir or _default_workdir(p)
+        _preflight(p, settings, root)
+        configure_prefect()
+        from flows.pipeline import make_context, pipeline
+        from flows.tune import tune_stage
+
+        ctx = make_context(p, settings, root)
+        pipeline(ctx, stop="source")
+        summary = tune_stage(ctx, search=True, storage_url=storage)
+        _print_tune(summary, root)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+def _print_tune(summary: dict, root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"study {summary['study']} ({summary['direction']} {summary['target']})")
+    for col in ("trial", "state", "value", "params"):
+        table.add_column(col)
+    for t in summary["trials"]:
+        value = "" if t["value"] is None else f"{t['value']:.4f}"
+        mark = " *" if t["number"] == summary["best_trial"] else ""
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        table.add_row(f"{t['number']}{mark}", t["state"], value, shown)
+    Console(file=sys.stdout).print(table)
+    typer.echo(f"best values: {root / 'params.tuned.yaml'}")
+    typer.echo(f"use them:    recraft run --workdir {root} --set use_tuned=true")
 
 
 def _preflight(p, settings, root: Path) -> None:
@@ -127,7 +197,7 @@ def _run_pipeline(p, settings, root: Path) -> dict:
 
 @app.command(hidden=True)
 def stage(
-    name: Annotated[str, typer.Argument(help="assets, prepare, source, align, fit or evaluate")],
+    name: Annotated[str, typer.Argument(help="assets, prepare, source, tune, align, fit or evaluate")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Run one stage in the current directory (this is what dvc.yaml calls)."""
@@ -155,17 +225,90 @@ def stage(
 
 
 def _print_result(result: dict) -> None:
+    rows = {k: f"{result[k]:.4f}" for k in sorted(k for k in result if k.startswith(("test/", "val/", "bound/")))}
+    total = sum(v for v in result.get("seconds", {}).values() if v)
+    rows["seconds (stages)"] = f"{total:.0f}"
+    _print_metrics(f"{result['task']} / {result['method']} / seed {result['seed']}", rows)
+
+
+def _print_metrics(title: str, rows: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result['task']} / {result['method']} / seed {result['seed']}")
+    table = Table(title=title, min_width=len(title))  # the title on one line
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in sorted(k for k in result if k.startswith(("test/", "val/", "bound/"))):
-        table.add_row(key, f"{result[key]:.4f}")
-    total = sum(v for v in result.get("seconds", {}).values() if v)
-    table.add_row("seconds (stages)", f"{total:.0f}")
+    for key, value in rows.items():
+        table.add_row(key, value)
     Console(file=sys.stdout).print(table)
+
+
+# The benchmark's budgets: "quick" fits two tasks x five methods x three seeds in about half an
+# hour on 2 CPU cores; "full" is the params file as it is (run it unattended).
+BENCH_BUDGETS: dict[str, list[str]] = {
+    "full": [],
+    "quick": [
+        "prepare.max_train=800",
+        "source.n_source=2000",
+        "source.epochs=20",
+        "align.epochs=3",
+        "align.steps_per_epoch=6",
+        "fit.epochs=1",
+        "fit.min_steps=40",
+    ],
+}
+
+
+@app.command()
+def bench(
+    tasks: Annotated[str, typer.Option(help="comma-separated tasks")] = "dna,vowels",
+    methods: Annotated[str, typer.Option(help="comma-separated methods")] = "scratch,nft,fa,orca,recraft",
+    seeds: Annotated[int, typer.Option(help="seeds per cell (0..N-1)", min=1)] = 3,
+    budget: Annotated[str, typer.Option(help="quick (subsets, few steps, ~30 min) or full")] = "quick",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override for every cell")] = None,
+    params: Annotated[Path | None, typer.Option(help="params file every cell starts from")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory (default benchmarks/runs/NAME)")] = None,
+    name: Annotated[str, typer.Option(help="benchmark name (MLflow tag recraft.benchmark)")] = "bench",
+) -> None:
+    """Methods x tasks x seeds through the same stages; writes the results table and bound report.
+
+    Each cell is a pipeline run tagged with method, task, seed and the benchmark's name.
+    Rerunning with the same output directory resumes: finished cells are read back.
+    """
+    try:
+        from components.methods import get_method
+        from components.tasks import get_task
+        from flows.params import apply_overrides, load_params
+        from flows.settings import configure_prefect, load_settings
+
+        if budget not in BENCH_BUDGETS:
+            raise UserError(f"--budget {budget!r} is not one of {', '.join(BENCH_BUDGETS)}")
+        task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+        method_list = [m.strip() for m in methods.split(",") if m.strip()]
+        if not task_list or not method_list:
+            raise UserError("--tasks and --methods need at least one name each")
+        for t in task_list:
+            get_task(t)
+        for m in method_list:
+            get_method(m)
+        if "nft" not in method_list:
+            raise UserError("--methods must include nft: the table reports every method's error ratio to it")
+        if params is None and Path("params.yaml").exists():
+            params = Path("params.yaml")
+        overrides = BENCH_BUDGETS[budget] + (set_ or [])
+        p = load_params(params, overrides) if params is not None else _defaults(overrides)
+        base = apply_overrides(p.model_dump(mode="json"), [])
+        settings = load_settings()
+        out_dir = out or Path("benchmarks") / "runs" / name
+        _preflight(p, settings, out_dir)
+        configure_prefect()
+        from flows.benchmark import benchmark, markdown
+
+        summary = benchmark(base, task_list, method_list, list(range(seeds)), settings, out_dir, name)
+        typer.echo(markdown(summary))
+        typer.echo(f"tables: {out_dir / 'table.md'}, {out_dir / 'table.csv'}, {out_dir / 'runs.csv'}")
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
 
 
 @app.command()
@@ -220,6 +363,7 @@ def repro(ctx: typer.Context) -> None:
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    workers: Annotated[int, typer.Option(help="server processes (one is plenty for one person)")] = 1,
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 against the project's tracking store."""
     import subprocess
@@ -230,8 +374,48 @@ def ui(
     uri = settings.resolved_tracking_uri()
     typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}  (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", str(workers)]
     env = {**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="NAME@ALIAS (registry), runs:/RUN_ID/model, or a model directory")],
+    input_: Annotated[
+        Path, typer.Option("--input", help="raw inputs (.npz): x_test or x; optionally y_test or y, mask_test or mask")
+    ],
+    output: Annotated[Path, typer.Option(help="predictions (.npz): predictions, scores, metrics/<name>")],
+    split: Annotated[str, typer.Option(help="read x_<split> (and y_<split>) when present, else x (and y)")] = "test",
+) -> None:
+    """Predict for raw inputs, normalised as the training data was; with targets, print the metrics."""
+    try:
+        from flows.predict import predict as predict_file
+        from flows.settings import load_settings
+
+        metrics = predict_file(model, input_, output, split, load_settings())
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    if metrics:
+        _print_metrics(f"{model} on {input_}", {k: f"{v:.6f}" for k, v in metrics.items()})
+    typer.echo(f"predictions written to {output}")
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Check the environment, pinned assets and stores (read-only); exit 1 if a required check fails."""
+    from flows.doctor import passed, print_table, run_checks, to_json
+    from flows.settings import load_settings
+
+    try:
+        checks = run_checks(load_settings(), Path("."))
+    except Exception as exc:  # noqa: BLE001 - bad settings (a UserError) exit 2
+        _fail(exc)
+    if as_json:
+        typer.echo(to_json(checks))
+    else:
+        print_table(checks)
+    raise typer.Exit(0 if passed(checks) else 1)
 
 
 if __name__ == "__main__":

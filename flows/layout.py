@@ -58,6 +58,12 @@ class Layout:
     def model_dir(self) -> Path:
         return self.root / "models" / "model"
 
+    # tune
+    @property
+    def tuned_params(self) -> Path:
+        """The best values of the last search; align/fit/source read them when ``use_tuned``."""
+        return self.root / "params.tuned.yaml"
+
     # metrics and plots
     def metrics(self, stage: str) -> Path:
         return self.root / "metrics" / f"{stage}.json"

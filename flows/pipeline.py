@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow
@@ -14,10 +15,12 @@ from components.device import select_device
 from flows.layout import Layout
 from flows.settings import Settings
 from flows.stages import STAGES, StageContext
+from flows.tune import tune_stage
 
 __all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "params_fingerprint"]
 
-ORDER = ("assets", "prepare", "source", "align", "fit", "evaluate")
+ORDER = ("assets", "prepare", "source", "tune", "align", "fit", "evaluate")
+TUNED_STAGES = ("align", "fit", "evaluate")
 
 
 def make_context(params: Params, settings: Settings, root: Path) -> StageContext:
@@ -25,25 +28,57 @@ def make_context(params: Params, settings: Settings, root: Path) -> StageContext
     return StageContext(params=params, settings=settings, layout=Layout(root), device=select_device(settings.device))
 
 
+def _stage_context(name: str, ctx: StageContext) -> StageContext:
+    """With ``use_tuned: true``, the stages after ``tune`` see the best values of its search."""
+    if not ctx.params.use_tuned or name not in TUNED_STAGES:
+        return ctx
+    from flows.tune import apply_tuned
+
+    return replace(ctx, params=apply_tuned(ctx.params, ctx.layout.tuned_params))
+
+
+STAGES = {**STAGES, "tune": tune_stage}
+
+
 def run_stage(name: str, ctx: StageContext) -> dict:
     """Run one stage's flow (``recraft stage NAME``, as ``dvc.yaml`` calls it)."""
-    return STAGES[name](ctx)
+    return STAGES[name](_stage_context(name, ctx))
 
 
-def params_fingerprint(params: Params) -> str:
-    """sha256 of every param value: a finished stage is reused only under the same params."""
-    flat = json.dumps(params.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(flat.encode()).hexdigest()
+# The params each stage reads (as dvc.yaml lists them): a finished stage is reused as long as
+# these, and every stage before it, are unchanged.
+STAGE_PARAMS = {
+    "assets": ("task", "model.body"),
+    "prepare": ("task", "seed", "data", "prepare"),
+    "source": ("seed", "model.body", "model.n_layers", "source"),
+    "tune": ("use_tuned", "tune", "method", "seed", "model", "align", "fit"),
+    "align": ("use_tuned", "method", "seed", "model", "align"),
+    "fit": ("use_tuned", "method", "seed", "model", "fit"),
+    "evaluate": ("use_tuned", "align"),
+}
+
+
+def params_fingerprint(params: Params, stage: str | None = None) -> str:
+    """sha256 of the params ``stage`` reads (every param when ``stage`` is None)."""
+    raw = params.model_dump(mode="json")
+    if stage is not None:
+        picked = {}
+        # Without use_tuned the tune stage searches nothing, so no other param changes its output.
+        keys = ("use_tuned",) if stage == "tune" and not params.use_tuned else STAGE_PARAMS[stage]
+        for key in keys:
+            section, _, name = key.partition(".")
+            picked[key] = raw[section][name] if name else raw[section]
+        raw = picked
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
 
 
 def finished_stages(ctx: StageContext, stages: tuple[str, ...] = ORDER) -> tuple[str, ...]:
     """The leading ``stages`` that already finished in this workspace under the same params."""
-    fingerprint = params_fingerprint(ctx.params)
     done = []
     for name in stages:
         marker = ctx.layout.done_marker(name)
         try:
-            if json.loads(marker.read_text()).get("fingerprint") != fingerprint:
+            if json.loads(marker.read_text()).get("fingerprint") != params_fingerprint(ctx.params, name):
                 break
         except (OSError, json.JSONDecodeError):
             break
@@ -52,8 +87,10 @@ def finished_stages(ctx: StageContext, stages: tuple[str, ...] = ORDER) -> tuple
 
 
 @flow(name="recraft-pipeline")
-def pipeline(ctx: StageContext, start: str = "assets") -> dict:
-    """assets -> prepare -> source -> align -> fit -> evaluate, in one process and one flow run.
+def pipeline(ctx: StageContext, start: str = "assets", stop: str = "evaluate") -> dict:
+    """assets -> prepare -> source -> tune -> align -> fit -> evaluate, in one process and one flow run.
+
+    ``tune`` searches only with ``use_tuned: true``; otherwise it records that nothing was searched.
 
     Re-running in the same workspace resumes: the leading stages that finished under the same
     params are skipped (each finished stage leaves a marker with the params' fingerprint), and
@@ -61,14 +98,14 @@ def pipeline(ctx: StageContext, start: str = "assets") -> dict:
 
     Args:
         start: skip the stages before this one (their outputs must already be in the workspace).
+        stop: the last stage to run (``recraft tune`` stops after ``source``).
     """
-    stages = ORDER[ORDER.index(start) :]
+    stages = ORDER[ORDER.index(start) : ORDER.index(stop) + 1]
     done = finished_stages(ctx, stages)
-    fingerprint = params_fingerprint(ctx.params)
-    result = json.loads(ctx.layout.metrics("evaluate").read_text()) if "evaluate" in done else {}
+    result = json.loads(ctx.layout.metrics(stages[-1]).read_text()) if stages[-1] in done else {}
     for name in stages[len(done) :]:
         marker = ctx.layout.done_marker(name)
         marker.unlink(missing_ok=True)
-        result = STAGES[name](ctx)
-        write_json(marker, {"fingerprint": fingerprint, "stage": name})
+        result = STAGES[name](_stage_context(name, ctx))
+        write_json(marker, {"fingerprint": params_fingerprint(ctx.params, name), "stage": name})
     return result

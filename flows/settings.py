@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings", "configure_prefect"]
+__all__ = ["Settings", "load_settings", "configure_prefect", "sqlite_file"]
 
 
 class Settings(BaseSettings):
@@ -33,6 +33,7 @@ class Settings(BaseSettings):
         None, description="s3://bucket/prefix: a shared mirror of the wheel cache (read first, filled after downloads)"
     )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for the mirror (default: AWS)")
+    optuna_storage: str | None = Field(None, description="Optuna RDB storage URL for recraft tune (SQLite, PostgreSQL)")
     checkpoint_every: int = Field(
         50, ge=0, description="align/fit save a resumable state every N optimiser steps and each epoch (0: off)"
     )
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
         if self.artifact_location:
             return self.artifact_location
         return (self.resolved_root() / "mlartifacts").as_uri()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (MLflow or Optuna store), else ``None``.
+
+    Opening a missing SQLite store creates it; read-only checks look for the file first.
+    """
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
 def load_settings(**overrides) -> Settings:
@@ -71,6 +80,7 @@ def configure_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "CRITICAL")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model log/load
     # Loading a body logs a key report (the pooler we drop) and draws a progress bar per load.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -41,6 +41,7 @@ from components.data import (
 from components.methods import get_method
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
 from components.model import CrossModalModel, build_embedder, head_outputs
+from components.serving import serving_files
 from components.source import (
     SourceBatch,
     max_grad_norm,
@@ -51,11 +52,20 @@ from components.source import (
     train_source_head,
 )
 from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
-from components.training import AlignReference, align_embedder, alignment_terms, fit_model, predict_scores
+from components.training import (
+    AlignReference,
+    align_embedder,
+    align_steps,
+    alignment_terms,
+    fit_model,
+    fit_steps,
+    predict_scores,
+)
 from flows import figures
 from flows.layout import Layout
 from flows.params import flatten
 from flows.plots import write_curve
+from flows.progress import step_progress
 from flows.settings import Settings
 from flows.tracking import Tracker
 
@@ -370,21 +380,24 @@ def _pooled_embeddings(embedder, split: Split, n: int = 500) -> np.ndarray:
 
 @task(name="align-embedder", tags=["gpu"], cache_policy=NO_CACHE)
 def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, checkpoint) -> list[dict[str, float]]:
-    return align_embedder(
-        embedder.to(ctx.device),
-        body.to(ctx.device),
-        AlignReference(ref.cloud, ref.head.to(ctx.device), ref.labels),
-        torch.from_numpy(train.x),
-        torch.from_numpy(train.groups),
-        ctx.params.align,
-        ctx.params.seed,
-        ctx.device,
-        on_epoch,
-        mask=None if train.mask is None else torch.from_numpy(train.mask),
-        checkpoint=checkpoint,
-        checkpoint_every=ctx.settings.checkpoint_every,
-        objective=get_method(ctx.params.method).objective,
-    )
+    steps, epochs = align_steps(len(train), ctx.params.align)
+    with step_progress("align", steps * epochs) as on_step:
+        return align_embedder(
+            embedder.to(ctx.device),
+            body.to(ctx.device),
+            AlignReference(ref.cloud, ref.head.to(ctx.device), ref.labels),
+            torch.from_numpy(train.x),
+            torch.from_numpy(train.groups),
+            ctx.params.align,
+            ctx.params.seed,
+            ctx.device,
+            on_epoch,
+            mask=None if train.mask is None else torch.from_numpy(train.mask),
+            checkpoint=checkpoint,
+            checkpoint_every=ctx.settings.checkpoint_every,
+            objective=get_method(ctx.params.method).objective,
+            on_step=on_step,
+        )
 
 
 @flow(name="align")
@@ -461,19 +474,22 @@ def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
 
 @task(name="fit-model", tags=["gpu"], cache_policy=NO_CACHE)
 def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch, checkpoint):
-    return fit_model(
-        model,
-        train,
-        val,
-        ctx.params.fit,
-        meta["metric"],
-        ctx.params.seed,
-        ctx.device,
-        augment_rc=ctx.params.fit.augment_rc and meta["augment_rc"],
-        on_epoch=on_epoch,
-        checkpoint=checkpoint,
-        checkpoint_every=ctx.settings.checkpoint_every,
-    )
+    steps, epochs = fit_steps(len(train), ctx.params.fit)
+    with step_progress("fit", steps * epochs) as on_step:
+        return fit_model(
+            model,
+            train,
+            val,
+            ctx.params.fit,
+            meta["metric"],
+            ctx.params.seed,
+            ctx.device,
+            augment_rc=ctx.params.fit.augment_rc and meta["augment_rc"],
+            on_epoch=on_epoch,
+            checkpoint=checkpoint,
+            checkpoint_every=ctx.settings.checkpoint_every,
+            on_step=on_step,
+        )
 
 
 @flow(name="fit")
@@ -499,7 +515,7 @@ def fit(ctx: StageContext) -> dict[str, float]:
             ctx.layout.model_dir,
             model.cpu(),
             _model_config(ctx, meta, model.body.hidden_size),
-            extra_json={"body/config.json": model.body.model.config.to_dict()},
+            extra_json={"body/config.json": model.body.model.config.to_dict(), **serving_files(meta)},
         )
         summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
         write_json(ctx.layout.metrics("fit"), summary)
@@ -598,7 +614,7 @@ def evaluate(ctx: StageContext) -> dict:
     result.update({f"test/{k}": v for k, v in compute_metrics(meta["task_type"], test_scores, test.y, std).items()})
     result.update(_bound_terms(ctx, model, val, meta, val_scores))
     seconds = {}
-    for stage in ("assets", "prepare", "source", "align", "fit"):
+    for stage in ("assets", "prepare", "source", "tune", "align", "fit"):
         path = ctx.layout.metrics(stage)
         if path.exists():
             seconds[stage] = json.loads(path.read_text()).get("seconds")

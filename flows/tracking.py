@@ -8,6 +8,7 @@ their child runs to it, and ``evaluate`` closes it. A failed stage marks the par
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from components.errors import UserError
 from flows.settings import Settings
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "ClientRun"]
 
 _PIPELINE_TAG = "recraft.pipeline"
 _WORKSPACE_TAG = "recraft.workspace"
@@ -128,6 +129,62 @@ class Tracker:
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 client.log_metric(self.parent_id, k, float(v))
+
+    def study_run(self, study: str, params_flat: dict[str, Any], tags: dict[str, str]) -> str:
+        """The parent run of an Optuna study: found by its study tag (a rerun resumes it), else created."""
+        client = self._mlflow.MlflowClient()
+        found = client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`recraft.study` = '{study}'", max_results=1
+        )
+        if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")
+            return found[0].info.run_id
+        run = client.create_run(
+            self.experiment_id, tags={"recraft.study": study, **tags}, run_name=f"tune-{tags.get('task', '')}"
+        )
+        self._log_params(client, run.info.run_id, params_flat)
+        return run.info.run_id
+
+    def trial_run(self, parent_id: str, name: str, params: dict[str, Any], tags: dict[str, str]) -> ClientRun:
+        """A child run under ``parent_id`` (an Optuna trial), logged through the client only, so
+        several trials in several processes never share a fluent active run."""
+        client = self._mlflow.MlflowClient()
+        run = client.create_run(self.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **tags})
+        self._log_params(client, run.info.run_id, params)
+        return ClientRun(client, run.info.run_id)
+
+    def run(self, run_id: str) -> ClientRun:
+        return ClientRun(self._mlflow.MlflowClient(), run_id)
+
+
+class ClientRun:
+    """Logging to one run by id (no active fluent run)."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and math.isfinite(v)
+        ]
+        if items:
+            self._client.log_batch(self.run_id, metrics=items)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self._client.set_tag(self.run_id, k, v)
+
+    def artifact(self, path: str | Path, folder: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._client.set_terminated(self.run_id, status=status)
 
 
 class StageRun:

@@ -66,3 +66,44 @@ def prefect_harness(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+# A real but tiny run: MiniLM cut to 2 layers, small subsets, a few steps per stage.
+TINY = [
+    "model.n_layers=2",
+    "prepare.max_test=60",
+    "source.n_source=120",
+    "source.epochs=3",
+    "source.hinge_steps=1",
+    "align.steps_per_epoch=2",
+    "align.batch_size=32",
+    "fit.epochs=1",
+    "fit.min_steps=0",
+]
+
+
+def local_settings(root, wheel_cache, **overrides):
+    """Settings for a test workspace: MLflow in ``root/mlflow.db``, artifacts under ``root``, CPU."""
+    from flows.settings import load_settings
+
+    return load_settings(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        artifact_location=(root / "artifacts").as_uri(),
+        wheel_cache=wheel_cache,
+        device="cpu",
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prefect_harness, wheel_cache, tmp_path_factory):
+    """One tiny real pipeline run for the session (~60-100 s): the real MiniLM cut to 2 layers,
+    DNA and WNUT subsets, MLflow in a temporary SQLite store with the model registered as
+    ``recraft-dna@champion``. Returns ``(root, ctx, result, settings)``; read it, never change it."""
+    from flows.params import apply_overrides, parse_params
+    from flows.pipeline import make_context, pipeline
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    settings = local_settings(root, wheel_cache)
+    ctx = make_context(parse_params(apply_overrides({}, TINY + ["prepare.max_train=160"])), settings, root / "ws")
+    return root, ctx, pipeline(ctx), settings

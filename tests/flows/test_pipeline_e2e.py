@@ -9,36 +9,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "model.n_layers=2",
-    "prepare.max_train=160",
-    "prepare.max_test=60",
-    "source.n_source=120",
-    "source.epochs=3",
-    "source.hinge_steps=1",
-    "align.steps_per_epoch=2",
-    "align.batch_size=32",
-    "fit.epochs=1",
-    "fit.min_steps=0",
-]
-
 
 @pytest.fixture(scope="module")
-def e2e_run(prefect_harness, wheel_cache, tmp_path_factory):
-    from flows.params import apply_overrides, parse_params
-    from flows.pipeline import make_context, pipeline
-    from flows.settings import load_settings
-
-    root = tmp_path_factory.mktemp("work")
-    settings = load_settings(
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        artifact_location=(root / "artifacts").as_uri(),
-        wheel_cache=wheel_cache,
-        device="cpu",
-    )
-    params = parse_params(apply_overrides({}, TINY))
-    ctx = make_context(params, settings, root / "ws")
-    result = pipeline(ctx)
+def e2e_run(tiny_run):
+    """The session's tiny run (tests/conftest.py), shared with the predict and browser tests."""
+    root, ctx, result, settings = tiny_run
     return root, ctx, result
 
 
@@ -65,7 +40,7 @@ def test_metrics_json_has_the_contract_keys(e2e_run):
     assert result["bound/value"] == pytest.approx(
         result["bound/fit"] + result["bound/lipschitz"] * result["bound/fa"] + result["bound/fld"]
     )
-    assert set(result["seconds"]) == {"assets", "prepare", "source", "align", "fit", "evaluate"}
+    assert set(result["seconds"]) == {"assets", "prepare", "source", "tune", "align", "fit", "evaluate"}
 
 
 def test_mlflow_has_one_parent_with_a_child_per_stage(e2e_run):

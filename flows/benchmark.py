@@ -1,0 +1,231 @@
+"""The benchmark: methods x tasks x seeds through the same stages, and the table that answers
+"does RECRAFT beat ORCA, FA and naive fine-tuning here?" (``recraft bench``).
+
+Each cell is a full pipeline run (its own workspace and MLflow run, tagged with method, task,
+seed and the benchmark's name). Stages that do not depend on the method are shared: a task and
+seed's assets and prepared splits, and a seed's stage-0 source outputs, are computed once and
+hard-linked into every cell (outputs are written atomically, never in place, so links are safe).
+Model selection inside each run uses validation data only; the test split is read once, by
+each run's evaluate stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from prefect import flow
+
+from components.atomic import write_json, write_text
+from components.config import Params
+from components.leaderboard import average_ranks, cells, geometric_mean, ratios_to, spearman, to_error
+from components.tasks import task_slug
+from flows.params import parse_params
+from flows.pipeline import make_context, pipeline
+from flows.settings import Settings
+
+__all__ = ["benchmark", "summarise", "write_report"]
+
+BASELINE = "nft"
+
+
+def _link(src: str, dst: str) -> None:
+    if not os.path.exists(dst):  # a resumed benchmark already has its links
+        os.link(src, dst)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of ``src`` into ``dst`` (shared, never modified in place)."""
+    shutil.copytree(src, dst, copy_function=_link, dirs_exist_ok=True)
+
+
+def _cell_params(base: dict, task: str, method: str, seed: int) -> Params:
+    raw = json.loads(json.dumps(base))
+    raw.update(task=task, method=method, seed=seed, use_tuned=False)
+    return parse_params(raw, source=f"benchmark cell {task}/{method}/{seed}")
+
+
+def _close_runs(settings: Settings, root: Path, tags: dict[str, str]) -> None:
+    """Tag the pipeline runs of workspace ``root``, and close them if a shared stage left them open."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri())
+    exp = client.get_experiment_by_name(settings.experiment)
+    found = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`recraft.pipeline` = 'true' and tags.`recraft.workspace` = '{root.resolve()}'",
+    )
+    for run in found:
+        for k, v in tags.items():
+            client.set_tag(run.info.run_id, k, v)
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FINISHED")
+
+
+@flow(name="benchmark")
+def benchmark(
+    base: dict,
+    tasks: list[str],
+    methods: list[str],
+    seeds: list[int],
+    settings: Settings,
+    out_dir: Path,
+    name: str = "bench",
+) -> dict:
+    """Run every (task, method, seed) cell; write the results table and the bound report.
+
+    Per seed, stage 0 runs once (``out_dir/shared/seedN``); per task and seed, assets and
+    prepare run once (``out_dir/shared/TASK-seedN``); each method's cell links those outputs and
+    runs tune (a no-op), align, fit and evaluate in ``out_dir/cells/TASK-seedN/METHOD``.
+
+    Args:
+        base: the params every cell starts from (a params file plus the budget's overrides).
+        out_dir: where cells, tables and the report go; rerunning resumes finished cells.
+
+    Returns:
+        The summary written to ``out_dir/summary.json``.
+    """
+    rows = []
+    for seed in seeds:
+        stage0 = out_dir / "shared" / f"seed{seed}"
+        for task in tasks:
+            data_root = out_dir / "shared" / f"{task_slug(task)}-seed{seed}"
+            params = _cell_params(base, task, methods[0], seed)
+            if not (stage0 / "models/source").exists():  # the first task of this seed runs stage 0
+                pipeline(make_context(params, settings, stage0), stop="source")
+                _close_runs(settings, stage0, {"recraft.benchmark": name})
+            pipeline(make_context(params, settings, data_root), stop="prepare")
+            _close_runs(settings, data_root, {"recraft.benchmark": name})
+            for method in methods:
+                root = out_dir / "cells" / f"{task_slug(task)}-seed{seed}" / method
+                params = _cell_params(base, task, method, seed)
+                ctx = make_context(params, settings, root)
+                for rel in ("data/assets", "data/prepared"):
+                    _link_tree(data_root / rel, root / rel)
+                _link_tree(stage0 / "models/source", root / "models/source")
+                result = pipeline(ctx, start="tune")  # a finished cell is read back, not rerun
+                _close_runs(settings, root, {"recraft.benchmark": name})
+                rows.append(_row(result))
+    summary = summarise(rows)
+    write_report(summary, rows, out_dir)
+    return summary
+
+
+def _row(result: dict) -> dict:
+    from components.metrics import HIGHER_IS_BETTER
+
+    metric = result["metric"]
+    higher = HIGHER_IS_BETTER[metric]
+    row = {
+        "task": result["task"],
+        "method": result["method"],
+        "seed": result["seed"],
+        "metric": metric,
+        "test": result[f"test/{metric}"],
+        "val": result[f"val/{metric}"],
+        "error": to_error(result[f"test/{metric}"], higher),
+    }
+    row.update({k: v for k, v in result.items() if k.startswith("bound/")})
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean +- std per cell, average ranks, error ratios against ``nft`` and their geometric mean,
+    and the Spearman correlation between the bound value and the test error."""
+    table = cells(rows)
+    ratios = ratios_to(table, BASELINE)
+    methods = sorted({m for _, m in table})
+    tasks = sorted({t for t, _ in table})
+    geo = {m: geometric_mean(ratios[(t, m)] for t in tasks if (t, m) in ratios) for m in methods}
+    bound = [r for r in rows if "bound/value" in r]
+    rho, p = spearman([r["bound/value"] for r in bound], [r["error"] for r in bound])
+    per_task = {}
+    for task in tasks:
+        sub = [r for r in bound if r["task"] == task]
+        task_rho, task_p = spearman([r["bound/value"] for r in sub], [r["error"] for r in sub])
+        per_task[task] = {"rho": task_rho, "p": task_p}
+    wins = {}
+    for m in methods:
+        if m == "recraft" or "recraft" not in methods:
+            continue
+        shared = [t for t in tasks if (t, "recraft") in table and (t, m) in table]
+        wins[m] = sum(table[(t, "recraft")]["mean"] <= table[(t, m)]["mean"] for t in shared) / max(1, len(shared))
+    return {
+        "tasks": tasks,
+        "methods": methods,
+        "cells": {f"{t}/{m}": c for (t, m), c in table.items()},
+        "metric": {r["task"]: r["metric"] for r in rows},
+        "average_rank": average_ranks(table),
+        "ratio_to_nft": {f"{t}/{m}": v for (t, m), v in ratios.items()},
+        "geomean_ratio_to_nft": geo,
+        "recraft_at_least_as_good_share": wins,
+        "bound_spearman": {"rho": rho, "p": p, "n": len(bound), "per_task": per_task},
+    }
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def write_report(summary: dict, rows: list[dict], out_dir: Path) -> None:
+    """``runs.csv`` (one row per run), ``table.csv`` and ``table.md`` (per cell), ``summary.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("bound/"), k))
+    for path, records, header in (
+        (out_dir / "runs.csv", rows, keys),
+        (
+            out_dir / "table.csv",
+            [{"cell": k, **v, "ratio_to_nft": summary["ratio_to_nft"].get(k)} for k, v in summary["cells"].items()],
+            ["cell", "mean", "std", "n", "ratio_to_nft"],
+        ),
+    ):
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(records)
+        os.replace(tmp, path)
+    write_json(out_dir / "summary.json", summary)
+    write_text(out_dir / "table.md", markdown(summary))
+
+
+def markdown(summary: dict) -> str:
+    """The results as Markdown: test error mean +- std per task and method, then the summary rows."""
+    methods, tasks = summary["methods"], summary["tasks"]
+    lines = [
+        "Test error (lower is better; 1 - metric for higher-is-better metrics), mean ± std over seeds, "
+        "and the ratio to `nft`.",
+        "",
+        "| task (metric) | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for t in tasks:
+        row = []
+        for m in methods:
+            c = summary["cells"].get(f"{t}/{m}")
+            ratio = summary["ratio_to_nft"].get(f"{t}/{m}")
+            row.append("–" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({_fmt(ratio, 2)})")
+        lines.append(f"| {t} ({summary['metric'][t]}) | " + " | ".join(row) + " |")
+    lines.append("| average rank | " + " | ".join(_fmt(summary["average_rank"][m], 2) for m in methods) + " |")
+    geo = summary["geomean_ratio_to_nft"]
+    lines.append("| geo-mean ratio to nft | " + " | ".join(_fmt(geo[m], 3) for m in methods) + " |")
+    b = summary["bound_spearman"]
+    lines += [
+        "",
+        f"Bound report: Spearman rho between `bound/value` and test error over {b['n']} runs = "
+        f"{_fmt(b['rho'])} (p = {_fmt(b['p'])}).",
+    ]
+    for task, v in b["per_task"].items():
+        lines.append(f"- {task}: rho = {_fmt(v['rho'])} (p = {_fmt(v['p'])})")
+    wins = summary["recraft_at_least_as_good_share"]
+    if wins:
+        lines.append("")
+        lines.append(
+            "Share of tasks where recraft's mean error is <= the other method's: "
+            + ", ".join(f"{m} {v:.0%}" for m, v in wins.items())
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,275 @@
+"""``recraft doctor``: the environment, the pinned assets and the stores, checked read-only.
+
+Each check gives one row: ``ok``, ``warn`` (works, but worth knowing: an asset not cached yet
+is fetched on first use), ``skip`` (not configured) or ``fail`` (a run would fail: an unreachable
+store, a tampered extracted asset, a device that does not exist). Nothing is created: a missing
+SQLite store is reported, not opened.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from flows.settings import Settings, sqlite_file
+
+__all__ = ["Check", "run_checks", "passed", "to_json", "print_table"]
+
+_TIMEOUT_S = 5
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the report."""
+
+    name: str
+    status: str  # ok | warn | skip | fail
+    detail: str
+
+
+def run_checks(settings: Settings, cwd: Path) -> list[Check]:
+    """Every check, in the order of the report. ``cwd`` is where ``dvc`` would run."""
+    checks = [
+        Check("python", "ok", f"{platform.python_version()} ({sys.executable})"),
+        _guard("torch", _torch),
+        _guard("device", lambda: _device(settings)),
+    ]
+    checks += _assets(settings)
+    checks += [
+        _guard("tracking store", lambda: _tracking(settings), settings.resolved_tracking_uri()),
+        _guard("optuna storage", lambda: _optuna(settings.optuna_storage)),
+        _guard("prefect api", lambda: _prefect(os.environ.get("PREFECT_API_URL")), os.environ.get("PREFECT_API_URL")),
+        _guard("s3 mirror", lambda: _mirror(settings), settings.asset_mirror),
+        _guard("dvc", _dvc),
+        _guard("dvc repository", lambda: _dvc_repo(cwd)),
+    ]
+    return checks
+
+
+def _guard(name: str, check: Callable[[], tuple[str, str]], where: str | None = None) -> Check:
+    """Run one check; any exception is that check's failure, in one line (after ``where`` it was)."""
+    try:
+        status, detail = check()
+    except Exception as exc:  # noqa: BLE001 - a diagnostic reports every failure as a row
+        first = str(exc).strip().splitlines()
+        message = first[0][:200] if first else type(exc).__name__
+        return Check(name, "fail", f"{where}: {message}" if where else message)
+    return Check(name, status, detail)
+
+
+def _torch() -> tuple[str, str]:
+    import torch
+
+    return "ok", f"{torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+
+
+def _device(settings: Settings) -> tuple[str, str]:
+    import torch
+
+    from components.device import select_device
+
+    device = select_device(settings.device)  # a UserError for a device that is not there
+    if device.type != "cuda":
+        gpu = "no CUDA device" if not torch.cuda.is_available() else f"CUDA present, RECRAFT_DEVICE={settings.device}"
+        return "ok", f"{device} ({gpu}; bf16 autocast is used on CUDA only)"
+    bf16 = "bf16 supported" if torch.cuda.is_bf16_supported() else "no bf16: autocast will be slow or fail"
+    return "ok", f"{device}: {torch.cuda.get_device_name(device)}, {bf16}"
+
+
+# ---------------------------------------------------------------- assets
+
+
+def _wheel_state(wheel, cache: Path) -> str:
+    """``verified``, ``corrupt`` (a cached copy fails its sha256) or ``missing``."""
+    from components.assets import cached_wheel
+
+    if cached_wheel(wheel, cache) is not None:
+        return "verified"
+    return "corrupt" if any(cache.glob(f"{wheel.wheel_name}-*.whl")) else "missing"
+
+
+def _assets(settings: Settings) -> list[Check]:
+    """Each registered asset's wheels in the cache, then the workspace's extracted asset folders."""
+    from components.assets import ASSETS, wheels_of
+
+    cache = settings.wheel_cache.expanduser()
+    seen: dict = {}  # wheels shared by several assets (sktime, neuraloperator) are hashed once
+    rows = []
+    for name, asset in sorted(ASSETS.items()):
+        wheels = wheels_of(asset)
+        for wheel in wheels:
+            if wheel not in seen:
+                seen[wheel] = _wheel_state(wheel, cache)
+        states = [seen[w] for w in wheels]
+        if all(s == "verified" for s in states):
+            row = ("ok", f"{len(wheels)} wheel(s) cached, sha256 verified")
+        elif "corrupt" in states:
+            row = ("warn", f"a cached wheel in {cache} fails its sha256; it is fetched again on use")
+        else:
+            row = ("warn", "not cached; fetched from the index or the S3 mirror on first use")
+        rows.append(Check(f"asset {name}", *row))
+    from flows.layout import Layout
+
+    layout = Layout(settings.resolved_root())
+    for role, folder in (("body", layout.body_dir), ("source", layout.corpus_dir), ("target", layout.target_dir)):
+        rows.append(_guard(f"extracted {role}", lambda folder=folder: _extracted(folder)))
+    return rows
+
+
+def _extracted(folder: Path) -> tuple[str, str]:
+    from components.assets import read_manifest, verify_tree
+
+    if not folder.exists():
+        return "skip", f"{folder} not extracted yet (the assets stage does it)"
+    verify_tree(folder)  # an AssetError names the missing or altered file
+    return "ok", f"{len(read_manifest(folder))} files in {folder}, sha256 verified"
+
+
+# ---------------------------------------------------------------- stores
+
+
+def _tracking(settings: Settings) -> tuple[str, str]:
+    uri = settings.resolved_tracking_uri()
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():
+        if os.access(_existing_parent(store), os.W_OK):
+            return "ok", f"{uri} (not created yet: the first run creates it)"
+        return "fail", f"{uri}: {store.parent} cannot be created or written"
+    import mlflow
+
+    with _one_short_try():
+        experiments = mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=100)
+    return "ok", f"{uri} ({len(experiments)} experiment(s))"
+
+
+@contextmanager
+def _one_short_try() -> Iterator[None]:
+    """MLflow's HTTP client gives up after one short try, not minutes of retries (restored after)."""
+    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(_TIMEOUT_S)}
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _existing_parent(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.exists():
+            return parent
+    return Path("/")
+
+
+def _optuna(url: str | None) -> tuple[str, str]:
+    if not url:
+        return "skip", "RECRAFT_OPTUNA_STORAGE not set (recraft tune uses WORKDIR/optuna.db)"
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    parsed = make_url(url)  # ArgumentError for what is not a database URL
+    shown = parsed.render_as_string(hide_password=True)
+    store = sqlite_file(url)
+    if store is not None:
+        if store.is_file():
+            return "ok", f"{shown} (exists)"
+        if os.access(_existing_parent(store), os.W_OK):
+            return "ok", f"{shown} (created on first use)"
+        return "fail", f"{shown}: {store.parent} cannot be created or written"
+    args = {"connect_timeout": _TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+    try:
+        engine = create_engine(parsed, connect_args=args)
+    except ImportError as exc:  # SQLAlchemy 2.1 takes postgresql:// as psycopg 3
+        return "fail", f"{shown}: {exc}; name the installed driver, e.g. postgresql+psycopg2://"
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return "fail", f"{shown}: {str(exc).strip().splitlines()[0][:200]}"
+    finally:
+        engine.dispose()
+    return "ok", f"{shown} reachable"
+
+
+def _prefect(url: str | None) -> tuple[str, str]:
+    if not url:
+        return "skip", "PREFECT_API_URL not set: each flow run starts a temporary local server"
+    import httpx
+
+    response = httpx.get(f"{url.rstrip('/')}/health", timeout=_TIMEOUT_S)
+    if response.status_code != 200:
+        return "fail", f"{url}/health answered HTTP {response.status_code}"
+    return "ok", f"{url} healthy"
+
+
+def _mirror(settings: Settings) -> tuple[str, str]:
+    if not settings.asset_mirror:
+        return "skip", "RECRAFT_ASSET_MIRROR not set"
+    from flows.storage import WheelMirror, s3_client
+
+    found = WheelMirror(settings.asset_mirror, s3_client(settings.s3_endpoint_url, max_attempts=2)).list()
+    return "ok", f"{settings.asset_mirror} reachable ({len(found)} wheel(s))"
+
+
+# ---------------------------------------------------------------- dvc
+
+
+def _dvc() -> tuple[str, str]:
+    exe = Path(sys.executable).with_name("dvc")
+    where = str(exe) if exe.is_file() else shutil.which("dvc")
+    try:
+        installed = version("dvc")
+    except PackageNotFoundError:
+        installed = None
+    if where is None or installed is None:
+        return "fail", "dvc is not installed (pip install -e .), so `recraft repro` and `dvc repro` cannot run"
+    return "ok", f"{installed} ({where})"
+
+
+def _dvc_repo(cwd: Path) -> tuple[str, str]:
+    for folder in (cwd.resolve(), *cwd.resolve().parents):
+        if (folder / ".dvc").is_dir():
+            return "ok", f"repository at {folder}"
+    return "warn", f"{cwd.resolve()} is not in a DVC repository: `dvc repro` needs one (`recraft run` does not)"
+
+
+# ---------------------------------------------------------------- report
+
+
+_STYLE = {"ok": "green", "warn": "yellow", "skip": "dim", "fail": "bold red"}
+
+
+def passed(checks: list[Check]) -> bool:
+    """No check failed (warnings and skipped checks pass)."""
+    return all(c.status != "fail" for c in checks)
+
+
+def to_json(checks: list[Check]) -> str:
+    """``{"ok": bool, "checks": [{"name", "status", "detail"}, ...]}``."""
+    import json
+
+    return json.dumps({"ok": passed(checks), "checks": [asdict(c) for c in checks]}, indent=2)
+
+
+def print_table(checks: list[Check]) -> None:
+    """The report as a table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("check", "status", "detail", title="recraft doctor")
+    for c in checks:
+        table.add_row(c.name, Text(c.status, style=_STYLE[c.status]), Text(c.detail))  # Text: no markup in details
+    Console(file=sys.stdout).print(table)

@@ -1,0 +1,385 @@
+"""Optuna searches the stage-1/2 coefficients on validation data (``tune`` stage, ``recraft tune``).
+
+A trial runs stage 1 and stage 2 with the same component functions as the pipeline, on the
+prepared splits and the stage-0 outputs already in the workspace, under a per-trial budget
+(``tune.max_train`` samples, ``tune.fit_epochs`` epochs), and returns the validation metric
+(or, with ``tune.target: bound``, the bound value; the test split is never read). Each fit epoch
+reports to the pruner. The study lives in an RDB storage (SQLite by default, PostgreSQL for
+shared workers); rerunning with the same params continues it, keeping its finished trials.
+MLflow gets one parent run per study and a child run per trial. The best values are written to
+``params.tuned.yaml``, which the pipeline reads when ``use_tuned: true``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from prefect import flow
+
+from components.config import Params
+from components.errors import UserError
+from components.methods import get_method
+from flows.params import flatten, parse_params
+from flows.settings import Settings
+from flows.stages import StageContext
+
+__all__ = ["SPACE", "suggest", "with_values", "tuned_sections", "apply_tuned", "study_name", "tune", "tune_stage"]
+
+# Search-space entry -> (params section, key, scale). Ranges and choices live in ``tune``.
+SPACE: dict[str, tuple[str, str, str]] = {
+    "lambda_fa": ("align", "lambda_fa", "log"),
+    "lambda_fld": ("align", "lambda_fld", "log"),
+    "eps": ("align", "eps", "log"),
+    "tau": ("source", "tau", "linear"),
+    "fld_variant": ("align", "fld_variant", "choice"),
+    "schedule": ("align", "schedule", "choice"),
+    "align_epochs": ("align", "epochs", "int"),
+    "align_lr": ("align", "lr", "log"),
+    "fit_lr": ("fit", "lr", "log"),
+}
+
+
+def suggest(trial, base: Params) -> Params:
+    """The trial's params: ``base`` with each searched value drawn from ``trial`` (pure)."""
+    values: dict[str, Any] = {}
+    for name, (section, key, scale) in SPACE.items():
+        space = getattr(base.tune, name)
+        if space is None:
+            continue
+        if scale == "choice":
+            value = trial.suggest_categorical(name, list(space))
+        elif scale == "int":
+            value = trial.suggest_int(name, int(space[0]), int(space[1]))
+        else:
+            value = trial.suggest_float(name, float(space[0]), float(space[1]), log=scale == "log")
+        values[f"{section}.{key}"] = value
+    return with_values(base, values)
+
+
+def with_values(base: Params, values: dict[str, Any]) -> Params:
+    """``base`` with ``{"section.key": value}`` set, validated like a params file."""
+    raw = base.model_dump(mode="json")
+    for dotted, value in values.items():
+        section, _, key = dotted.partition(".")
+        if key:
+            raw[section][key] = value
+        else:  # a top-level key such as use_tuned
+            raw[section] = value
+    return parse_params(raw, source="tuned values")
+
+
+def tuned_sections(best: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Optuna's ``best_params`` as params sections, e.g. ``{"align": {"lambda_fa": 2.1}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in best.items():
+        section, key, _ = SPACE[name]
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def apply_tuned(params: Params, path: Path) -> Params:
+    """``params`` with the values of a ``params.tuned.yaml`` (``use_tuned: true``)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise UserError(
+            f"use_tuned is true but {path} cannot be read ({exc.strerror})",
+            hint="run `recraft tune` (or `dvc repro tune`) first, or set use_tuned: false",
+        ) from exc
+    values = raw.get("values", {}) if isinstance(raw, dict) else None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a 'values' mapping of params sections")
+    flat = {f"{s}.{k}": v for s, keys in values.items() for k, v in (keys or {}).items()}
+    return with_values(params, flat)
+
+
+def study_name(params: Params) -> str:
+    """Stable per (params that change results, search space, budget): reruns continue the study."""
+    raw = params.model_dump(mode="json")
+    raw["tune"] = {k: v for k, v in raw["tune"].items() if k not in ("n_trials", "n_workers")}
+    raw.pop("use_tuned", None)
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:10]
+    from components.tasks import task_slug
+
+    return f"{task_slug(params.task)}-{params.method}-seed{params.seed}-{digest}"
+
+
+def _budget(params: Params) -> Params:
+    """Per-trial stage-2 budget: ``tune.fit_epochs`` epochs, no step floor."""
+    return with_values(params, {"fit.epochs": params.tune.fit_epochs, "fit.min_steps": 0})
+
+
+def run_trial(ctx: StageContext, params: Params, report: Callable[[int, float], None]) -> dict[str, float]:
+    """Stage 1 + stage 2 under ``params`` on the workspace's prepared data; validation results only.
+
+    Args:
+        report: called after each fit epoch with the value the study optimises so far.
+
+    Returns:
+        ``val/<metric>`` for each metric, ``bound/*`` when the target is the bound, ``value``.
+    """
+    import torch
+
+    from components.data import load_split, subsample
+    from components.metrics import compute_metrics
+    from components.model import CrossModalModel, build_embedder
+    from components.training import AlignReference, align_embedder, fit_model, predict_scores
+    from flows import stages
+
+    params = _budget(params)
+    trial_ctx = replace(ctx, params=params)
+    stages._seed(params.seed)
+    meta = stages._meta(ctx)
+    method = get_method(params.method)
+    train = subsample(
+        load_split(ctx.layout.prepared_dir / "train.npz"), params.tune.max_train, np.random.default_rng(params.seed)
+    )
+    val = load_split(ctx.layout.prepared_dir / "val.npz")
+    ref = stages._load_reference(ctx)
+    if params.source.tau != ctx.params.source.tau:  # tau is searched: stage 0 again with this tau
+        out = stages._train_source.fn(trial_ctx)
+        ref = AlignReference(out["cloud"], out["head"], out["labels"])
+    body = stages._body(trial_ctx, pretrained=method.pretrained)
+    embedder = build_embedder(stages._embedder_config(trial_ctx, meta, body.hidden_size), body.position_embeddings)
+    device = ctx.device
+    if method.objective is not None and params.align.epochs > 0:
+        align_embedder(
+            embedder.to(device),
+            body.to(device),
+            AlignReference(ref.cloud, ref.head.to(device), ref.labels),
+            torch.from_numpy(train.x),
+            torch.from_numpy(train.groups),
+            params.align,
+            params.seed,
+            device,
+            mask=None if train.mask is None else torch.from_numpy(train.mask),
+            objective=method.objective,
+        )
+    model = CrossModalModel(embedder, body, meta["n_out"], meta["task_type"], tuple(meta["target_shape"]))
+    if meta["target_stats"] is not None:
+        model.target_mean.copy_(torch.tensor(meta["target_stats"]["mean"]))
+        model.target_std.copy_(torch.tensor(meta["target_stats"]["std"]))
+    metric = meta["metric"]
+    # With the bound as target, the per-epoch report is its validation-loss term (lower is better).
+    watched = f"val_{metric}" if params.tune.target == "val" else "val_loss"
+    model, _ = fit_model(
+        model,
+        train,
+        val,
+        params.fit,
+        metric,
+        params.seed,
+        device,
+        augment_rc=params.fit.augment_rc and meta["augment_rc"],
+        on_epoch=lambda epoch, record: report(epoch, record[watched]),
+    )
+    scores = predict_scores(model, val.x, device, mask=val.mask)
+    std = None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
+    result = {f"val/{k}": v for k, v in compute_metrics(meta["task_type"], scores, val.y, std).items()}
+    if params.tune.target == "bound":
+        result.update(stages._bound_terms(trial_ctx, model, val, meta, scores))
+        result["value"] = result["bound/value"]
+    else:
+        result["value"] = result[f"val/{metric}"]
+    return result
+
+
+def _storage(url: str):
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints the study itself
+    # Heartbeats let a rerun tell a trial whose process was killed (stale) from a running one.
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60, engine_kwargs=kwargs)
+        except Exception as exc:  # sqlalchemy raises many types for a bad URL or an unreachable server
+            raise UserError(
+                f"cannot open the Optuna storage {_redact(url)}: {str(exc).splitlines()[0][:200]}",
+                hint="check --storage / RECRAFT_OPTUNA_STORAGE (e.g. sqlite:///optuna.db or postgresql://...)",
+            ) from exc
+
+
+def _open_study(params: Params, storage_url: str, direction: str, worker: int = 0):
+    import optuna
+
+    tp = params.tune
+    pruner = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tp.fit_epochs),
+        "none": optuna.pruners.NopPruner,
+    }[tp.pruner]()
+    sampler = optuna.samplers.TPESampler(seed=tp.sampler_seed + worker, n_startup_trials=4)
+    return optuna.create_study(
+        study_name=study_name(params),
+        storage=_storage(storage_url),
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+
+
+def _direction(ctx: StageContext, params: Params) -> str:
+    meta = json.loads((ctx.layout.prepared_dir / "meta.json").read_text())
+    if params.tune.target == "bound":
+        return "minimize"
+    return "maximize" if meta["higher_is_better"] else "minimize"
+
+
+def _worker(params_json: str, settings_json: str, root: str, storage_url: str, parent_id: str, n: int, worker: int):
+    """One process's share of the trials (``tune.n_workers`` > 1); also the in-process path."""
+    from flows.pipeline import make_context
+    from flows.settings import configure_prefect
+
+    configure_prefect()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI reports progress itself
+    params = parse_params(json.loads(params_json))
+    settings = Settings.model_validate_json(settings_json)
+    ctx = make_context(params, settings, Path(root))
+    study = _open_study(params, storage_url, _direction(ctx, params), worker)
+    tracker = ctx.tracker()
+
+    def objective(trial) -> float:
+        import optuna
+
+        trial_params = suggest(trial, params)
+        run = tracker.trial_run(
+            parent_id, f"trial-{trial.number}", dict(trial.params), {**ctx.tags, "recraft.trial": str(trial.number)}
+        )
+
+        def report(epoch: int, value: float) -> None:
+            run.metrics({"intermediate": value}, step=epoch)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+        try:
+            result = run_trial(ctx, trial_params, report)
+        except optuna.TrialPruned:
+            run.tags({"state": "pruned"})
+            run.end("KILLED")
+            raise
+        except BaseException:
+            run.tags({"state": "failed"})
+            run.end("FAILED")
+            raise
+        run.metrics({k: v for k, v in result.items() if isinstance(v, float)})
+        run.tags({"state": "complete"})
+        run.end()
+        return result["value"]
+
+    study.optimize(objective, n_trials=n, gc_after_trial=True)
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
+    """Run (or continue) the study up to ``tune.n_trials`` finished trials; write the best values.
+
+    Needs the workspace's prepared data and stage-0 outputs. Returns the summary written to
+    ``metrics/tune.json``.
+    """
+    from components.atomic import write_text
+    from flows import tune_report
+
+    params = ctx.params
+    storage_url = storage_url or default_storage(ctx.settings, ctx.layout.root)
+    study = _open_study(params, storage_url, _direction(ctx, params))
+    tracker = ctx.tracker()
+    parent_id = tracker.study_run(study.study_name, flatten(params), ctx.tags)
+    todo = max(0, params.tune.n_trials - _finished(study))
+    workers = min(params.tune.n_workers, todo) or 1
+    shares = [todo // workers + (i < todo % workers) for i in range(workers)]
+    args = (params.model_dump_json(), ctx.settings.model_dump_json(), str(ctx.layout.root), storage_url, parent_id)
+    if workers == 1:
+        if todo:
+            _worker(*args, todo, 0)
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        procs = [spawn.Process(target=_worker, args=(*args, n, i)) for i, n in enumerate(shares)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise RuntimeError(f"tune workers exited with {[p.exitcode for p in procs]}; rerun to continue the study")
+    study = _open_study(params, storage_url, _direction(ctx, params))
+    summary = tune_report.summarise(study, storage_url, params)
+    if summary["best_value"] is None:
+        raise RuntimeError(f"study {study.study_name} has no completed trial; rerun to continue it")
+    doc = {
+        "study": study.study_name,
+        "storage": _redact(storage_url),
+        "target": params.tune.target,
+        "best_value": summary["best_value"],
+        "best_trial": summary["best_trial"],
+        "values": tuned_sections(summary["best_params"]),
+    }
+    header = (
+        "# Written by the tune stage (recraft tune); align, fit and evaluate read it when use_tuned: true.\n"
+        "# A searched source.tau is recorded only: stage 0 runs before tune, so copy it into params.yaml.\n"
+    )
+    write_text(ctx.layout.tuned_params, header + yaml.safe_dump(doc, sort_keys=False))
+    run = tracker.run(parent_id)
+    for path in tune_report.figures(study, ctx.layout.plot("tune")):
+        run.artifact(path, "plots")
+    run.metrics({"best_value": summary["best_value"], "n_complete": summary["n_complete"]})
+    run.artifact(ctx.layout.tuned_params)
+    run.end()
+    return summary
+
+
+@flow(name="tune")
+def tune_stage(ctx: StageContext, search: bool | None = None, storage_url: str | None = None) -> dict:
+    """The ``tune`` stage: the search when ``use_tuned: true``; otherwise a record that none ran.
+
+    Either way ``params.tuned.yaml`` and ``metrics/tune.json`` exist afterwards, so DVC sees the
+    same outputs; with ``use_tuned: false`` the file holds no values and nothing reads it.
+
+    Args:
+        search: search regardless of ``use_tuned`` (``recraft tune``).
+        storage_url: Optuna storage (default: ``RECRAFT_OPTUNA_STORAGE``, else SQLite in the workspace).
+    """
+    from components.atomic import write_json, write_text
+
+    started = time.perf_counter()
+    if ctx.params.use_tuned if search is None else search:
+        summary = tune(ctx, storage_url)
+    else:
+        note = "# use_tuned is false: no search ran and the pipeline uses params.yaml as it is.\n"
+        write_text(ctx.layout.tuned_params, note + yaml.safe_dump({"values": {}}))
+        summary = {"searched": False}
+    summary["seconds"] = time.perf_counter() - started
+    write_json(ctx.layout.metrics("tune"), summary)
+    return summary
+
+
+def default_storage(settings: Settings, root: Path) -> str:
+    """``RECRAFT_OPTUNA_STORAGE``, else an embedded SQLite file in the workspace."""
+    return settings.optuna_storage or f"sqlite:///{Path(root).resolve() / 'optuna.db'}"
+
+
+def _redact(url: str) -> str:
+    """Storage URL without a password, for files and logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if "://" in url else url

@@ -1,0 +1,191 @@
+"""The Optuna search: its space, MLflow nesting, the tuned params file, pruning, resume, workers."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.conftest import TINY, local_settings
+
+pytestmark = pytest.mark.slow
+
+
+TUNE = TINY + [
+    "prepare.max_train=200",
+    "tune.max_train=96",
+    "tune.fit_epochs=2",
+    "tune.align_epochs=[1,2]",
+    "tune.pruner=none",
+]
+
+
+def test_search_space_is_a_pure_function_of_the_trial():
+    import optuna
+
+    from flows.params import apply_overrides, parse_params
+    from flows.tune import suggest
+
+    base = parse_params(apply_overrides({}, ["tune.eps=null", "tune.schedule=[sequential]"]))
+    fixed = {
+        "lambda_fa": 2.0,
+        "lambda_fld": 0.5,
+        "fld_variant": "ce",
+        "schedule": "sequential",
+        "align_epochs": 3,
+        "align_lr": 0.002,
+        "fit_lr": 1e-4,
+    }
+    p = suggest(optuna.trial.FixedTrial(fixed), base)
+    assert (p.align.lambda_fa, p.align.lambda_fld, p.align.fld_variant) == (2.0, 0.5, "ce")
+    assert (p.align.schedule, p.align.epochs, p.align.lr, p.fit.lr) == ("sequential", 3, 0.002, 1e-4)
+    assert p.align.eps == base.align.eps  # not searched: the section's own value
+    assert p.model_copy(update={"align": base.align, "fit": base.fit}) == base  # nothing else moves
+    with pytest.raises(ValueError):  # eps is not in this space, so FixedTrial has no value for it...
+        suggest(optuna.trial.FixedTrial(fixed), parse_params({}))
+
+
+def test_bad_ranges_are_refused_with_the_key():
+    from components.errors import UserError
+    from flows.params import apply_overrides, parse_params
+
+    with pytest.raises(UserError, match="tune.lambda_fa"):
+        parse_params(apply_overrides({}, ["tune.lambda_fa=[2.0,1.0]"]))
+    with pytest.raises(UserError, match="tune.align_lr"):
+        parse_params(apply_overrides({}, ["tune.align_lr=[0,0.1]"]))
+
+
+@pytest.fixture(scope="module")
+def workspace(prefect_harness, wheel_cache, tmp_path_factory):
+    """A tiny workspace with assets, prepared data and stage-0 outputs (what tune reads)."""
+    from flows.params import apply_overrides, parse_params
+    from flows.pipeline import make_context, pipeline
+
+    root = tmp_path_factory.mktemp("tune")
+    settings = local_settings(root, wheel_cache, checkpoint_every=0)
+    params = parse_params(apply_overrides({}, TUNE))
+    pipeline(make_context(params, settings, root / "ws"), stop="source")
+    return root, settings, params
+
+
+def _context(workspace, overrides):
+    from flows.pipeline import make_context
+    from flows.tune import with_values
+
+    root, settings, params = workspace
+    return make_context(with_values(params, overrides), settings, root / "ws")
+
+
+def _runs(root, study: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("recraft")
+    parents = client.search_runs([exp.experiment_id], f"tags.`recraft.study` = '{study}'")
+    assert len(parents) == 1
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    return client, parents[0], children
+
+
+def test_three_trials_nest_in_mlflow_and_write_the_best_values(workspace, tmp_path):
+    from flows.tune import SPACE, study_name, tune_stage
+
+    root = workspace[0]
+    ctx = _context(workspace, {"tune.n_trials": 3, "tune.sampler_seed": 1})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    summary = tune_stage(ctx, search=True, storage_url=storage)
+    assert summary["n_complete"] == 3 and summary["direction"] == "maximize"
+    doc = yaml.safe_load(ctx.layout.tuned_params.read_text())
+    best = next(t for t in summary["trials"] if t["number"] == doc["best_trial"])
+    assert doc["best_value"] == max(t["value"] for t in summary["trials"]) == best["value"]
+    for name, value in best["params"].items():
+        section, key, _ = SPACE[name]
+        assert doc["values"][section][key] == value
+    client, parent, children = _runs(root, study_name(ctx.params))
+    assert parent.info.status == "FINISHED" and parent.data.metrics["best_value"] == doc["best_value"]
+    assert sorted(int(c.data.tags["recraft.trial"]) for c in children) == [0, 1, 2]
+    for child in children:
+        assert child.data.tags["state"] == "complete"
+        assert "val/accuracy" in child.data.metrics and "lambda_fa" in child.data.params
+        assert len(client.get_metric_history(child.info.run_id, "intermediate")) == 2  # one per fit epoch
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/history.png", "plots/importance.png", "plots/parallel.png"}
+
+    # The round trip: with use_tuned, align and fit see the tuned values.
+    from flows.pipeline import _stage_context
+
+    tuned = _stage_context("align", _context(workspace, {"use_tuned": True}))
+    assert tuned.params.align.lambda_fa == doc["values"]["align"]["lambda_fa"]
+    assert tuned.params.fit.lr == doc["values"]["fit"]["lr"]
+
+
+def test_a_pruned_trial_is_recorded_as_pruned(workspace, tmp_path, monkeypatch):
+    import optuna
+
+    from flows.tune import study_name, tune_stage
+
+    # Trial 1 is told to stop after its first epoch; what matters here is how we record it.
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
+    ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 2})
+    summary = tune_stage(ctx, search=True, storage_url=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = {t["number"]: t["state"] for t in summary["trials"]}
+    assert states == {0: "complete", 1: "pruned"}
+    client, _, children = _runs(workspace[0], study_name(ctx.params))
+    pruned = next(c for c in children if c.data.tags["recraft.trial"] == "1")
+    assert pruned.data.tags["state"] == "pruned" and pruned.info.status == "KILLED"
+    assert len(client.get_metric_history(pruned.info.run_id, "intermediate")) == 1
+
+
+def test_an_interrupted_study_resumes_and_keeps_its_trials(workspace, tmp_path):
+    import optuna
+
+    from flows.tune import _open_study, tune_stage
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 3})
+    first = tune_stage(ctx, search=True, storage_url=storage)
+    # A worker killed mid-trial leaves a RUNNING trial behind.
+    _open_study(ctx.params, storage, "maximize").ask()
+    ctx = _context(workspace, {"tune.n_trials": 3, "tune.sampler_seed": 3})  # same study, one more trial
+    second = tune_stage(ctx, search=True, storage_url=storage)
+    kept = {t["number"]: t["value"] for t in first["trials"]}
+    again = {t["number"]: t["value"] for t in second["trials"] if t["number"] in kept}
+    assert again == kept
+    assert second["n_complete"] == 3 and second["n_trials"] == 4  # 2 kept + 1 interrupted + 1 new
+    states = [t.state for t in _open_study(ctx.params, storage, "maximize").get_trials()]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3
+
+
+def test_two_workers_on_sqlite_neither_lose_nor_duplicate_trials(workspace, tmp_path):
+    from flows.tune import study_name, tune_stage
+
+    ctx = _context(workspace, {"tune.n_trials": 4, "tune.n_workers": 2, "tune.sampler_seed": 4})
+    summary = tune_stage(ctx, search=True, storage_url=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert sorted(t["number"] for t in summary["trials"]) == [0, 1, 2, 3]
+    assert summary["n_complete"] == 4
+    _, _, children = _runs(workspace[0], study_name(ctx.params))
+    assert sorted(int(c.data.tags["recraft.trial"]) for c in children) == [0, 1, 2, 3]
+    assert len({tuple(sorted(t["params"].items())) for t in summary["trials"]}) == 4  # workers sample apart
+
+
+def test_the_test_split_is_not_read_before_evaluation(workspace, tmp_path):
+    """A sentinel: test.npz replaced by a directory, which every read fails on, while tune (a real
+    search), align and fit run; evaluate then reads the real file."""
+    import shutil
+
+    from flows.pipeline import make_context, pipeline
+    from flows.tune import with_values
+
+    root, settings, params = workspace
+    ws = tmp_path / "ws"
+    shutil.copytree(root / "ws", ws)
+    test_file = ws / "data" / "prepared" / "test.npz"
+    real = test_file.read_bytes()
+    test_file.unlink()
+    test_file.mkdir()
+    ctx = make_context(with_values(params, {"use_tuned": True, "tune.n_trials": 1}), settings, ws)
+    pipeline(ctx, start="tune", stop="fit")
+    assert (ws / "params.tuned.yaml").exists() and (ws / "models" / "model").exists()
+    test_file.rmdir()
+    test_file.write_bytes(real)
+    result = pipeline(ctx, start="evaluate")
+    assert 0.0 <= result["test/accuracy"] <= 1.0
