@@ -152,7 +152,7 @@ class TuneParams(_Section):
     pruner: Literal["median", "hyperband", "none"] = Field("median", description="per-epoch pruning of bad trials")
     sampler_seed: int = Field(0, ge=0, description="seed of the TPE sampler")
     max_train: int | None = Field(
-        1000, ge=2, description="per-trial budget: training samples used by each trial (None: all)"
+        640, ge=2, description="per-trial budget: training samples used by each trial (None: all)"
     )
     fit_epochs: int = Field(2, ge=1, description="per-trial budget: stage-2 epochs (each reports to the pruner)")
     lambda_fa: tuple[float, float] | None = Field((0.1, 10.0), description="range of align.lambda_fa (log)")

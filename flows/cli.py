@@ -248,13 +248,13 @@ def _print_metrics(title: str, rows: dict[str, str]) -> None:
 BENCH_BUDGETS: dict[str, list[str]] = {
     "full": [],
     "quick": [
-        "prepare.max_train=800",
+        "prepare.max_train=640",
         "source.n_source=2000",
         "source.epochs=20",
-        "align.epochs=3",
+        "align.epochs=2",
         "align.steps_per_epoch=6",
         "fit.epochs=1",
-        "fit.min_steps=40",
+        "fit.min_steps=30",
     ],
 }
 

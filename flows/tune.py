@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -208,7 +209,8 @@ def _storage(url: str):
         except Exception as exc:  # sqlalchemy raises many types for a bad URL or an unreachable server
             raise UserError(
                 f"cannot open the Optuna storage {_redact(url)}: {str(exc).splitlines()[0][:200]}",
-                hint="check --storage / RECRAFT_OPTUNA_STORAGE (e.g. sqlite:///optuna.db or postgresql://...)",
+                hint="check --storage / RECRAFT_OPTUNA_STORAGE "
+                "(e.g. sqlite:///optuna.db or postgresql+psycopg2://USER@HOST/DB)",
             ) from exc
 
 
@@ -324,6 +326,7 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
             raise RuntimeError(f"tune workers exited with {[p.exitcode for p in procs]}; rerun to continue the study")
     study = _open_study(params, storage_url, _direction(ctx, params))
     summary = tune_report.summarise(study, storage_url, params)
+    shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)  # only this study's figures
     if summary["best_value"] is None:
         raise RuntimeError(f"study {study.study_name} has no completed trial; rerun to continue it")
     doc = {
@@ -365,8 +368,18 @@ def tune_stage(ctx: StageContext, search: bool | None = None, storage_url: str |
     if ctx.params.use_tuned if search is None else search:
         summary = tune(ctx, storage_url)
     else:
+        from flows import figures
+
         note = "# use_tuned is false: no search ran and the pipeline uses params.yaml as it is.\n"
         write_text(ctx.layout.tuned_params, note + yaml.safe_dump({"values": {}}))
+        shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)
+        figures.epoch_curves(
+            [],
+            [],
+            ctx.layout.plot("tune") / "history.png",
+            "Optuna search",
+            empty_message="no search (use_tuned: false)",
+        )
         summary = {"searched": False}
     summary["seconds"] = time.perf_counter() - started
     write_json(ctx.layout.metrics("tune"), summary)

@@ -15,16 +15,45 @@ pytestmark = pytest.mark.slow
 BENCH = TINY + ["prepare.max_train=120", "source.epochs=2", "align.epochs=1"]
 
 
-def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_cache, tmp_path):
+def _bench(out, extra=()):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    args = ["bench", "--tasks", "dna", "--methods", "nft,orca", "--seeds", "2", "--budget", "full"]
+    args += ["--out", str(out), "--name", "t", *extra]
+    for override in BENCH:
+        args += ["--set", override]
+    return CliRunner().invoke(app, args)
+
+
+def test_bench_refuses_bad_input_before_running(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    for args, message in (
+        (["--methods", "fa,recraft"], "must include nft"),
+        (["--methods", "nft,magic"], "unknown method 'magic'"),
+        (["--tasks", "dna,nope"], "nope"),
+        (["--budget", "huge"], "--budget 'huge'"),
+    ):
+        result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_cache, tmp_path, monkeypatch):
     import mlflow
 
-    from flows.benchmark import benchmark
-    from flows.params import apply_overrides, parse_params
-
     settings = local_settings(tmp_path, wheel_cache, checkpoint_every=0)
-    base = parse_params(apply_overrides({}, BENCH)).model_dump(mode="json")
+    for key in ("tracking_uri", "artifact_location", "wheel_cache", "device", "checkpoint_every"):
+        monkeypatch.setenv(f"RECRAFT_{key.upper()}", str(getattr(settings, key)))
     out = tmp_path / "bench"
-    summary = benchmark(base, ["dna"], ["nft", "orca"], [0, 1], settings, out, name="t")
+    result = _bench(out)
+    assert result.exit_code == 0, result.output
+    assert "geo-mean ratio to nft" in result.output
+    summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert sorted((r["method"], r["seed"]) for r in rows) == [("nft", "0"), ("nft", "1"), ("orca", "0"), ("orca", "1")]
     for r in rows:
@@ -56,5 +85,5 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
 
     # Stage 0 ran once per seed, not once per cell; a rerun reads finished cells back.
     assert sorted(p.name for p in (out / "shared").iterdir()) == ["dna-seed0", "dna-seed1", "seed0", "seed1"]
-    again = benchmark(base, ["dna"], ["nft", "orca"], [0, 1], settings, out, name="t")
-    assert again["cells"] == summary["cells"]
+    assert _bench(out).exit_code == 0
+    assert json.loads((out / "summary.json").read_text())["cells"] == summary["cells"]

@@ -189,3 +189,27 @@ def test_the_test_split_is_not_read_before_evaluation(workspace, tmp_path):
     test_file.write_bytes(real)
     result = pipeline(ctx, start="evaluate")
     assert 0.0 <= result["test/accuracy"] <= 1.0
+
+
+def test_recraft_tune_continues_in_a_prepared_workspace(workspace, tmp_path, monkeypatch):
+    """The CLI: stages 0-source are reused (same params), the study runs, the table and the
+    round-trip hint are printed; bad input exits 2 before anything runs."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root, settings, _ = workspace
+    for key in ("tracking_uri", "artifact_location", "wheel_cache", "device", "checkpoint_every"):
+        monkeypatch.setenv(f"RECRAFT_{key.upper()}", str(getattr(settings, key)))
+    ws = root / "ws"
+    args = ["tune", "--trials", "1", "--workdir", str(ws), "--storage", f"sqlite:///{tmp_path / 'cli.db'}"]
+    for override in TUNE:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "complete" in result.output and "--set use_tuned=true" in result.output
+    assert yaml.safe_load((ws / "params.tuned.yaml").read_text())["best_trial"] == 0
+
+    bad = CliRunner().invoke(app, ["tune", "--workdir", str(tmp_path / "x"), "--set", "tune.pruner=sometimes"])
+    assert bad.exit_code == 2 and "tune.pruner" in bad.output
+    assert not (tmp_path / "x").exists()
