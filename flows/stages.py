@@ -465,6 +465,11 @@ def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
     cfg = _embedder_config(ctx, meta, body.hidden_size)
     embedder = build_embedder(cfg, body.position_embeddings)
     load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})
+    return _assemble(embedder, body, meta)
+
+
+def _assemble(embedder, body, meta: dict) -> CrossModalModel:
+    """``phi + g`` with a fresh head for the prepared task, holding its regression target stats."""
     model = CrossModalModel(embedder, body, meta["n_out"], meta["task_type"], tuple(meta["target_shape"]))
     if meta["target_stats"] is not None:
         model.target_mean.copy_(torch.tensor(meta["target_stats"]["mean"]))

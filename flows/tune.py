@@ -132,7 +132,7 @@ def run_trial(ctx: StageContext, params: Params, report: Callable[[int, float], 
 
     from components.data import load_split, subsample
     from components.metrics import compute_metrics
-    from components.model import CrossModalModel, build_embedder
+    from components.model import build_embedder
     from components.training import AlignReference, align_embedder, fit_model, predict_scores
     from flows import stages
 
@@ -165,10 +165,7 @@ def run_trial(ctx: StageContext, params: Params, report: Callable[[int, float], 
             mask=None if train.mask is None else torch.from_numpy(train.mask),
             objective=method.objective,
         )
-    model = CrossModalModel(embedder, body, meta["n_out"], meta["task_type"], tuple(meta["target_shape"]))
-    if meta["target_stats"] is not None:
-        model.target_mean.copy_(torch.tensor(meta["target_stats"]["mean"]))
-        model.target_std.copy_(torch.tensor(meta["target_stats"]["std"]))
+    model = stages._assemble(embedder, body, meta)
     metric = meta["metric"]
     # With the bound as target, the per-epoch report is its validation-loss term (lower is better).
     watched = f"val_{metric}" if params.tune.target == "val" else "val_loss"
@@ -184,7 +181,7 @@ def run_trial(ctx: StageContext, params: Params, report: Callable[[int, float], 
         on_epoch=lambda epoch, record: report(epoch, record[watched]),
     )
     scores = predict_scores(model, val.x, device, mask=val.mask)
-    std = None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
+    std = stages._target_std(meta)
     result = {f"val/{k}": v for k, v in compute_metrics(meta["task_type"], scores, val.y, std).items()}
     if params.tune.target == "bound":
         result.update(stages._bound_terms(trial_ctx, model, val, meta, scores))
