@@ -21,6 +21,7 @@ from components.checkpoints import TrainingCheckpoint, load_optimizer_state, opt
 from components.config import AlignParams, FitParams
 from components.data import Split
 from components.distortion import feature_label_distortion
+from components.distributed import all_sum, current_world, shard, shard_scale
 from components.losses import class_weights, task_loss
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
 from components.model import CrossModalModel
@@ -142,8 +143,10 @@ class _Resumable:
         modules: dict[str, nn.Module],
         opt: torch.optim.Optimizer,
         sched: torch.optim.lr_scheduler.LRScheduler | None = None,
+        write: bool = True,
     ) -> None:
         self.ckpt, self.every, self.gen, self.modules, self.opt, self.sched = ckpt, every, gen, modules, opt, sched
+        self.write = write
 
     def restore(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """Load the checkpoint into the modules, optimiser and RNGs; returns (progress, tensors)."""
@@ -163,7 +166,7 @@ class _Resumable:
 
     def save(self, progress: dict, extra: dict[str, torch.Tensor], step: int | None = None) -> None:
         """Checkpoint now (``step`` None: end of epoch) or when ``step`` is a multiple of ``every``."""
-        if self.ckpt is None or (step is not None and (not self.every or step % self.every)):
+        if not self.write or self.ckpt is None or (step is not None and (not self.every or step % self.every)):
             return
         tensors = {f"{n}.{k}": v for n, m in self.modules.items() for k, v in m.state_dict().items()}
         opt_tensors, opt_meta = optimizer_state(self.opt)
@@ -362,6 +365,14 @@ def fit_model(
     if cfg.freeze_embedder:
         for p in model.embedder.parameters():
             p.requires_grad_(False)
+    world = current_world()
+    # Under torchrun every rank runs this loop on its shard of the same global batch; DDP keeps
+    # the replicas identical (the body's unused token embeddings make find_unused_parameters needed).
+    net = (
+        nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, device_ids=None)
+        if world.distributed
+        else model
+    )
     fast = [p for m in (model.embedder, model.head) for p in m.parameters() if p.requires_grad]
     groups = [{"params": fast, "lr": cfg.head_lr}, {"params": list(model.body.parameters()), "lr": cfg.lr}]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -381,7 +392,8 @@ def fit_model(
     if cfg.balanced and model.task_type in ("binary", "multiclass"):
         weights = class_weights(yt, model.head.out_features).to(device)
     history: list[dict[str, float]] = []
-    state = _Resumable(checkpoint, checkpoint_every, gen, {"model": model}, opt, sched)
+    # Other ranks restore the same state as rank 0 but never write it.
+    state = _Resumable(checkpoint, checkpoint_every, gen, {"model": model}, opt, sched, write=world.main)
     progress = {"epoch": 0, "step": 0, "seen_loss": 0.0, "best_score": None, "bad_epochs": 0, "stopped": False}
     perm, best_state = None, None
     if (restored := state.restore()) is not None:
@@ -418,26 +430,35 @@ def fit_model(
         for step in range(progress["step"] if resuming else 0, steps_per_epoch):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = _reverse_complement(xt[idx], gen) if augment_rc else xt[idx]
+            scale, n_global = 1.0, len(idx)
+            if world.distributed:
+                mine = shard(idx, world)
+                per_sample = None if weights is None else weights.cpu()[yt[idx]]
+                scale = shard_scale(mine, len(idx), world, per_sample)
+                idx, xb = idx[mine], xb[mine]
             with _autocast(device):
-                out = model(xb.to(device), _rows(mt, idx, device))
+                out = net(xb.to(device), _rows(mt, idx, device))
             loss = task_loss(model.task_type, out, yt[idx].to(device), model.target_std, weights)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale if world.distributed else loss).backward()
             if cfg.grad_clip is not None:
                 # Post-LN bodies can collapse to a constant output after one large early step.
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            seen_loss += loss.item() * len(idx)
+            # The global batch's summed loss (on every rank, so a resumed replica agrees).
+            seen_loss += all_sum(loss.item() * scale / world.size, world, device) * n_global
             global_step += 1
             state.save(*snapshot(epoch, step + 1, seen_loss), step=global_step)
-            on_step(global_step)
+            if world.main:
+                on_step(global_step)
         scores = predict_scores(model, val.x, device, mask=val.mask)
         record = {"train_loss": seen_loss / len(yt)}
         metrics = compute_metrics(model.task_type, scores, val.y, target_std)
         record.update({f"val_{k}": v for k, v in metrics.items()})
         history.append(record)
-        on_epoch(epoch, record)
+        if world.main:
+            on_epoch(epoch, record)
         score = sign * record[f"val_{metric}"]
         stop = False
         if score > best_score:

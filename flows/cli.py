@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 bad input (one line on stderr, nothing written); 1 anyt
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -218,7 +219,7 @@ def stage(
         if name == "evaluate":
             _print_result(result)
             typer.echo("Browse the runs: recraft ui   (or: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
-        else:
+        elif os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
             typer.echo(f"{name}: done in {time.perf_counter() - started:.1f}s")
     except Exception as exc:  # noqa: BLE001
         _fail(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from prefect import flow
 from components.atomic import write_json
 from components.config import Params
 from components.device import select_device
+from components.errors import UserError
 from flows.layout import Layout
 from flows.settings import Settings
-from flows.stages import STAGES, StageContext
+from flows.stages import STAGES, StageContext, fit_replica
 from flows.tune import tune_stage
 
 __all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "params_fingerprint"]
@@ -41,8 +43,26 @@ STAGES = {**STAGES, "tune": tune_stage}
 
 
 def run_stage(name: str, ctx: StageContext) -> dict:
-    """Run one stage's flow (``recraft stage NAME``, as ``dvc.yaml`` calls it)."""
-    return STAGES[name](_stage_context(name, ctx))
+    """Run one stage's flow (``recraft stage NAME``, as ``dvc.yaml`` calls it).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) only ``fit`` runs, data-parallel: rank 0 runs the
+    stage's flow (tracking, outputs), the other ranks train their shards silently.
+    """
+    from components.distributed import init_from_env, shutdown
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return STAGES[name](_stage_context(name, ctx))
+    if name != "fit":
+        raise UserError(f"only the fit stage runs under torchrun; run {name!r} as a single process")
+    world, device = init_from_env(ctx.device)
+    ctx = replace(_stage_context(name, ctx), device=device)
+    try:
+        result = STAGES[name](ctx) if world.main else fit_replica(ctx) or {}
+    except BaseException:
+        shutdown(wait=False)  # torchrun stops the other ranks when this one exits non-zero
+        raise
+    shutdown()
+    return result
 
 
 # The params each stage reads (as dvc.yaml lists them): a finished stage is reused as long as

@@ -69,7 +69,7 @@ from flows.progress import step_progress
 from flows.settings import Settings
 from flows.tracking import Tracker
 
-__all__ = ["StageContext", "STAGES", "assets", "prepare", "source", "align", "fit", "evaluate"]
+__all__ = ["StageContext", "STAGES", "assets", "prepare", "source", "align", "fit", "fit_replica", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -481,20 +481,24 @@ def _assemble(embedder, body, meta: dict) -> CrossModalModel:
 def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch, checkpoint):
     steps, epochs = fit_steps(len(train), ctx.params.fit)
     with step_progress("fit", steps * epochs) as on_step:
-        return fit_model(
-            model,
-            train,
-            val,
-            ctx.params.fit,
-            meta["metric"],
-            ctx.params.seed,
-            ctx.device,
-            augment_rc=ctx.params.fit.augment_rc and meta["augment_rc"],
-            on_epoch=on_epoch,
-            checkpoint=checkpoint,
-            checkpoint_every=ctx.settings.checkpoint_every,
-            on_step=on_step,
-        )
+        return _fit_model(ctx, model, train, val, meta, checkpoint, on_epoch=on_epoch, on_step=on_step)
+
+
+def _fit_model(ctx: StageContext, model, train: Split, val: Split, meta: dict, checkpoint, **callbacks):
+    """:func:`fit_model` with the stage's params and settings (rank 0 and the other ranks alike)."""
+    return fit_model(
+        model,
+        train,
+        val,
+        ctx.params.fit,
+        meta["metric"],
+        ctx.params.seed,
+        ctx.device,
+        augment_rc=ctx.params.fit.augment_rc and meta["augment_rc"],
+        checkpoint=checkpoint,
+        checkpoint_every=ctx.settings.checkpoint_every,
+        **callbacks,
+    )
 
 
 @flow(name="fit")
@@ -531,6 +535,18 @@ def fit(ctx: StageContext) -> dict[str, float]:
         run.metrics({"seconds/fit": summary["seconds"]})
     shutil.rmtree(ctx.layout.checkpoint_dir("fit"), ignore_errors=True)  # outputs are complete
     return summary
+
+
+def fit_replica(ctx: StageContext) -> None:
+    """A rank other than 0 of ``torchrun ... recraft stage fit``: the same model, data, seed and
+    checkpoint as rank 0, training its shard of every batch; it logs nothing and writes nothing."""
+    _seed(ctx.params.seed)
+    meta = _meta(ctx)
+    model = _build_model(ctx, meta)
+    train = load_split(ctx.layout.prepared_dir / "train.npz")
+    val = load_split(ctx.layout.prepared_dir / "val.npz")
+    inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.embedder_dir / "weights.safetensors"]
+    _fit_model(ctx, model, train, val, meta, _checkpoint(ctx, "fit", inputs))
 
 
 # ---------------------------------------------------------------- evaluate

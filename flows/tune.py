@@ -33,7 +33,17 @@ from flows.params import flatten, parse_params
 from flows.settings import Settings
 from flows.stages import StageContext
 
-__all__ = ["SPACE", "suggest", "with_values", "tuned_sections", "apply_tuned", "study_name", "tune", "tune_stage"]
+__all__ = [
+    "SPACE",
+    "suggest",
+    "with_values",
+    "tuned_sections",
+    "apply_tuned",
+    "current_values",
+    "study_name",
+    "tune",
+    "tune_stage",
+]
 
 # Search-space entry -> (params section, key, scale). Ranges and choices live in ``tune``.
 SPACE: dict[str, tuple[str, str, str]] = {
@@ -101,6 +111,15 @@ def apply_tuned(params: Params, path: Path) -> Params:
         raise UserError(f"{path}: expected a 'values' mapping of params sections")
     flat = {f"{s}.{k}": v for s, keys in values.items() for k, v in (keys or {}).items()}
     return with_values(params, flat)
+
+
+def current_values(params: Params) -> dict[str, Any]:
+    """The searched names' values in ``params`` itself: the study's baseline trial."""
+    return {
+        name: getattr(getattr(params, section), key)
+        for name, (section, key, _) in SPACE.items()
+        if getattr(params.tune, name) is not None
+    }
 
 
 def study_name(params: Params) -> str:
@@ -303,6 +322,10 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
     params = ctx.params
     storage_url = storage_url or default_storage(ctx.settings, ctx.layout.root)
     study = _open_study(params, storage_url, _direction(ctx, params))
+    if not study.trials:
+        # Trial 0 of a new study measures params.yaml as it is, under the same budget: the
+        # search replaces those values only with ones that beat them on validation data.
+        study.enqueue_trial(current_values(params), user_attrs={"baseline": True}, skip_if_exists=True)
     tracker = ctx.tracker()
     parent_id = tracker.study_run(study.study_name, flatten(params), ctx.tags)
     todo = max(0, params.tune.n_trials - _finished(study))
@@ -326,12 +349,15 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
     shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)  # only this study's figures
     if summary["best_value"] is None:
         raise RuntimeError(f"study {study.study_name} has no completed trial; rerun to continue it")
+    baseline = [t for t in study.trials if t.user_attrs.get("baseline") and t.value is not None]
+    summary["baseline_value"] = baseline[0].value if baseline else None
     doc = {
         "study": study.study_name,
         "storage": _redact(storage_url),
         "target": params.tune.target,
         "best_value": summary["best_value"],
         "best_trial": summary["best_trial"],
+        "baseline_value": summary["baseline_value"],
         "values": tuned_sections(summary["best_params"]),
     }
     header = (

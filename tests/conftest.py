@@ -6,8 +6,9 @@ import pytest
 import torch
 
 
-def build_tiny_body(n_layers: int = 2):
-    """A randomly initialised BERT (d=32), always with the same weights: the real Body code path."""
+def build_tiny_body(n_layers: int = 2, **config):
+    """A randomly initialised BERT (d=32), always with the same weights: the real Body code path.
+    ``config`` overrides BertConfig fields (e.g. dropout probabilities)."""
     from transformers import BertConfig, BertModel
 
     from components.bodies import Body
@@ -20,6 +21,7 @@ def build_tiny_body(n_layers: int = 2):
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=64,
+        **config,
     )
     return Body(BertModel(config, add_pooling_layer=False).eval())
 

@@ -87,7 +87,7 @@ def _runs(root, study: str):
 
 
 def test_three_trials_nest_in_mlflow_and_write_the_best_values(workspace, tmp_path):
-    from flows.tune import SPACE, study_name, tune_stage
+    from flows.tune import SPACE, current_values, study_name, tune_stage
 
     root = workspace[0]
     ctx = _context(workspace, {"tune.n_trials": 3, "tune.sampler_seed": 1})
@@ -100,6 +100,10 @@ def test_three_trials_nest_in_mlflow_and_write_the_best_values(workspace, tmp_pa
     for name, value in best["params"].items():
         section, key, _ = SPACE[name]
         assert doc["values"][section][key] == value
+    # Trial 0 is the baseline: params.yaml's own values under the same budget.
+    baseline = next(t for t in summary["trials"] if t["number"] == 0)
+    assert baseline["params"] == current_values(ctx.params)
+    assert doc["baseline_value"] == baseline["value"] <= doc["best_value"]
     client, parent, children = _runs(root, study_name(ctx.params))
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_value"] == doc["best_value"]
     assert sorted(int(c.data.tags["recraft.trial"]) for c in children) == [0, 1, 2]
