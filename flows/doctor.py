@@ -44,11 +44,13 @@ def run_checks(settings: Settings, cwd: Path) -> list[Check]:
     checks += _assets(settings)
     checks += [
         _guard("tracking store", lambda: _tracking(settings), settings.resolved_tracking_uri()),
+        _guard("mlflow artifacts", lambda: _artifacts(settings)),
         _guard("optuna storage", lambda: _optuna(settings.optuna_storage)),
         _guard("prefect api", lambda: _prefect(os.environ.get("PREFECT_API_URL")), os.environ.get("PREFECT_API_URL")),
         _guard("s3 mirror", lambda: _mirror(settings), settings.asset_mirror),
         _guard("dvc", _dvc),
         _guard("dvc repository", lambda: _dvc_repo(cwd)),
+        _guard("dvc remote", lambda: _dvc_remote(cwd)),
     ]
     return checks
 
@@ -203,6 +205,28 @@ def _optuna(url: str | None) -> tuple[str, str]:
     return "ok", f"{shown} reachable"
 
 
+def _artifacts(settings: Settings) -> tuple[str, str]:
+    """An S3 artifact root for new experiments: its bucket, at the endpoint MLflow itself uses."""
+    location = settings.resolved_artifact_location()
+    if not location.startswith("s3://"):
+        return "skip", f"{location} (RECRAFT_ARTIFACT_LOCATION; only S3 artifact roots are checked)"
+    from flows.storage import s3_client
+
+    client = s3_client(max_attempts=2, endpoint_env="MLFLOW_S3_ENDPOINT_URL")
+    return _bucket(location, client, "MLFLOW_S3_ENDPOINT_URL")
+
+
+def _bucket(url: str, client, endpoint_setting: str, label: str = "") -> tuple[str, str]:
+    """:func:`flows.storage.check_bucket` as a row; a failure keeps its hint (how to fix it)."""
+    from components.errors import UserError
+    from flows.storage import check_bucket
+
+    try:
+        return "ok", label + check_bucket(url, client, endpoint_setting)
+    except UserError as exc:
+        return "fail", f"{label}{exc}" + (f" ({exc.hint})" if exc.hint else "")
+
+
 def _prefect(url: str | None) -> tuple[str, str]:
     if not url:
         return "skip", "PREFECT_API_URL not set: each flow run starts a temporary local server"
@@ -238,11 +262,50 @@ def _dvc() -> tuple[str, str]:
     return "ok", f"{installed} ({where})"
 
 
-def _dvc_repo(cwd: Path) -> tuple[str, str]:
+def _dvc_root(cwd: Path) -> Path | None:
     for folder in (cwd.resolve(), *cwd.resolve().parents):
         if (folder / ".dvc").is_dir():
-            return "ok", f"repository at {folder}"
+            return folder
+    return None
+
+
+def _dvc_repo(cwd: Path) -> tuple[str, str]:
+    root = _dvc_root(cwd)
+    if root is not None:
+        return "ok", f"repository at {root}"
     return "warn", f"{cwd.resolve()} is not in a DVC repository: `dvc repro` needs one (`recraft run` does not)"
+
+
+def _dvc_remote(cwd: Path) -> tuple[str, str]:
+    """The default DVC remote, when it is on S3: its bucket, with the remote's own endpoint and
+    credentials (``dvc remote modify``), else boto3's chain, as dvc-s3 resolves them."""
+    root = _dvc_root(cwd)
+    if root is None:
+        return "skip", "not in a DVC repository"
+    from dvc.config import Config
+
+    config = Config(dvc_dir=root / ".dvc")  # repo, local, global and system levels, validated
+    name = config["core"].get("remote")
+    if not name:
+        return "skip", "no default remote (`dvc remote add -d NAME URL`): the cache stays on this machine"
+    remote = config["remote"].get(name)
+    if remote is None:
+        return "fail", f"the default remote {name!r} is not defined (`dvc remote list`)"
+    if not remote["url"].startswith("s3://"):
+        return "skip", f"{name}: {remote['url']} (only S3 remotes are checked)"
+    import boto3
+
+    from flows.storage import s3_client
+
+    session = boto3.session.Session(
+        aws_access_key_id=remote.get("access_key_id"),
+        aws_secret_access_key=remote.get("secret_access_key"),
+        aws_session_token=remote.get("session_token"),
+        profile_name=remote.get("profile"),
+        region_name=remote.get("region"),
+    )
+    client = s3_client(remote.get("endpointurl"), max_attempts=2, session=session, endpoint_env=None)
+    return _bucket(remote["url"], client, f"`dvc remote modify {name} endpointurl`", label=f"{name}: ")
 
 
 # ---------------------------------------------------------------- report

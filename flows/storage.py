@@ -1,4 +1,6 @@
-"""A shared S3 mirror of the pinned-wheel cache, for machines (or CI jobs) without package-index access.
+"""S3 through boto3: a shared mirror of the pinned-wheel cache, for machines (or CI jobs) without
+package-index access, and :func:`check_bucket`, the read-only check ``recraft doctor`` runs on the
+S3 locations DVC and MLflow are configured with (they do their own transfers).
 
 Layout: one object per wheel, ``s3://<bucket>/<prefix>/<wheel file name>``, with the wheel's sha256
 as object metadata (``x-amz-meta-sha256``). A fetched wheel is verified against the sha256 pinned in
@@ -23,7 +25,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import boto3
@@ -36,11 +38,12 @@ from components.assets import sha256_file
 from components.atomic import atomic_path
 from components.errors import AssetError, UserError
 
-__all__ = ["parse_s3_url", "s3_client", "WheelMirror"]
+__all__ = ["parse_s3_url", "s3_client", "check_bucket", "WheelMirror"]
 
 ENDPOINT_ENV = "RECRAFT_S3_ENDPOINT_URL"
 
-_ENDPOINT_HINT = f"check {ENDPOINT_ENV} (or AWS_ENDPOINT_URL) and that the S3 service is running"
+_ENDPOINT_SETTING = f"{ENDPOINT_ENV} (or AWS_ENDPOINT_URL)"
+_ENDPOINT_HINT = f"check {_ENDPOINT_SETTING} and that the S3 service is running"
 _CREDENTIALS_HINT = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for this endpoint"
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 _ACCESS_DENIED = {"AccessDenied", "403"}
@@ -67,15 +70,21 @@ def s3_client(
     *,
     connect_timeout: float = 5,
     read_timeout: float = 30,
+    session: boto3.session.Session | None = None,
+    endpoint_env: str | None = ENDPOINT_ENV,
 ) -> BaseClient:
     """A boto3 S3 client with bounded retries and timeouts.
 
     Args:
-        endpoint_url: S3-compatible endpoint; default ``$RECRAFT_S3_ENDPOINT_URL``, else whatever
-            boto3 resolves (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, then AWS itself).
+        endpoint_url: S3-compatible endpoint; default the variable ``endpoint_env`` names, else
+            whatever boto3 resolves (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, then AWS itself).
         max_attempts: total attempts per request, first one included (1 disables retries).
         connect_timeout: seconds to wait for a TCP connection.
         read_timeout: seconds to wait for data on an open connection.
+        session: where credentials and region come from (e.g. those of a DVC remote); default a
+            fresh session with boto3's usual chain.
+        endpoint_env: the environment variable read when ``endpoint_url`` is not given; name the
+            one the checked tool reads (``MLFLOW_S3_ENDPOINT_URL``), or None for boto3's own.
     """
     config = Config(
         # total_max_attempts, not max_attempts: in a client Config, botocore reads "max_attempts" as
@@ -84,13 +93,97 @@ def s3_client(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
-    endpoint_url = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
+    endpoint_url = endpoint_url or (os.environ.get(endpoint_env) if endpoint_env else None) or None
     # A fresh session, not boto3's module-level default one: clients stay independent of each other.
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    session = session if session is not None else boto3.session.Session()
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def check_bucket(url: str, client: BaseClient | None = None, endpoint_setting: str = _ENDPOINT_SETTING) -> str:
+    """Check, read-only, that an S3 location can be used: the bucket exists and may be listed.
+
+    One ``ListObjectsV2`` request (at most one key) under the URL's prefix. It is what DVC and
+    MLflow need first, and unlike ``HeadBucket`` its error responses say *why* (``NoSuchBucket``,
+    ``InvalidAccessKeyId``...), not just a status code.
+
+    Args:
+        url: ``s3://bucket`` or ``s3://bucket/prefix`` (a DVC remote, an MLflow artifact root).
+        client: an S3 client for the endpoint that tool uses; default :func:`s3_client` ``()``.
+        endpoint_setting: where the user set that endpoint (named in the hint when it cannot be
+            reached), e.g. ``MLFLOW_S3_ENDPOINT_URL``.
+
+    Returns:
+        One line for a report: the location, the endpoint, and whether anything is stored there yet.
+
+    Raises:
+        UserError: not an S3 URL, missing bucket, rejected credentials, access denied, unreachable
+            endpoint, retries exhausted.
+    """
+    bucket, prefix = parse_s3_url(url)
+    client = client if client is not None else s3_client()
+    endpoint = client.meta.endpoint_url
+    with _s3_errors(client, bucket, url, None, f"check {endpoint_setting} and that the S3 service is running"):
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+    state = "holds objects" if listed.get("KeyCount", 0) else "empty so far"
+    return f"{url} at {endpoint}: bucket exists and can be listed ({state})"
 
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _s3_errors(
+    client: BaseClient, bucket: str, url: str, key: str | None, endpoint_hint: str = _ENDPOINT_HINT
+) -> Iterator[None]:
+    """Turn the failures a user can fix (or must wait out) into one-line UserErrors.
+
+    ``url`` is the location the user configured (named in the hint); ``key`` the object, if any;
+    ``endpoint_hint`` says where the endpoint is set.
+    """
+    endpoint = client.meta.endpoint_url
+    try:
+        yield
+    except ClientError as exc:
+        error = _client_error(exc, bucket, url, key, endpoint, endpoint_hint)
+        if error is None:
+            raise
+        raise error from exc
+    except NoCredentialsError as exc:
+        raise UserError(f"no AWS credentials found for S3 at {endpoint}", hint=_CREDENTIALS_HINT) from exc
+    except BotoConnectionError as exc:
+        raise UserError(f"cannot reach the S3 endpoint {endpoint}: {exc}", hint=endpoint_hint) from exc
+
+
+def _client_error(
+    exc: ClientError, bucket: str, url: str, key: str | None, endpoint: str, endpoint_hint: str
+) -> UserError | None:
+    code = _code(exc)
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code == "NoSuchBucket" or (code == "404" and exc.operation_name == "HeadBucket"):
+        return UserError(
+            f"the S3 bucket {bucket!r} does not exist at {endpoint}",
+            hint=f"create it, or fix the URL {url!r}; {endpoint_hint}",
+        )
+    if code in _BAD_CREDENTIALS:
+        return UserError(
+            f"S3 at {endpoint} rejected the credentials ({code}) for bucket {bucket!r}",
+            hint=_CREDENTIALS_HINT,
+        )
+    if code in _ACCESS_DENIED:
+        return UserError(
+            f"S3 at {endpoint} denied {exc.operation_name} on {where} ({code})",
+            hint=f"{_CREDENTIALS_HINT}, and that they grant access to bucket {bucket!r}",
+        )
+    if code in _TRANSIENT or status >= 500:
+        attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+        return UserError(
+            f"S3 at {endpoint} kept failing {exc.operation_name} on {where} ({code or status}) "
+            f"after {attempts} attempt(s)",
+            hint="the S3 service is overloaded or down; retry later, or allow more attempts (max_attempts)",
+        )
+    return None
 
 
 class WheelMirror:
@@ -197,46 +290,6 @@ class WheelMirror:
             raise
         return head.get("Metadata", {}).get("sha256")
 
-    @contextmanager
-    def _errors(self, key: str | None) -> Iterator[None]:
-        """Turn the failures a user can fix (or must wait out) into one-line UserErrors."""
-        endpoint = self._client.meta.endpoint_url
-        try:
-            yield
-        except ClientError as exc:
-            error = self._client_error(exc, key, endpoint)
-            if error is None:
-                raise
-            raise error from exc
-        except NoCredentialsError as exc:
-            raise UserError(f"no AWS credentials found for S3 at {endpoint}", hint=_CREDENTIALS_HINT) from exc
-        except BotoConnectionError as exc:
-            raise UserError(f"cannot reach the S3 endpoint {endpoint}: {exc}", hint=_ENDPOINT_HINT) from exc
-
-    def _client_error(self, exc: ClientError, key: str | None, endpoint: str) -> UserError | None:
-        code = _code(exc)
-        where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code == "NoSuchBucket" or (code == "404" and exc.operation_name == "HeadBucket"):
-            return UserError(
-                f"the S3 bucket {self.bucket!r} does not exist at {endpoint}",
-                hint=f"create it, or fix the mirror URL {self.url!r}; {_ENDPOINT_HINT}",
-            )
-        if code in _BAD_CREDENTIALS:
-            return UserError(
-                f"S3 at {endpoint} rejected the credentials ({code}) for bucket {self.bucket!r}",
-                hint=_CREDENTIALS_HINT,
-            )
-        if code in _ACCESS_DENIED:
-            return UserError(
-                f"S3 at {endpoint} denied {exc.operation_name} on {where} ({code})",
-                hint=f"{_CREDENTIALS_HINT}, and that they grant access to bucket {self.bucket!r}",
-            )
-        if code in _TRANSIENT or status >= 500:
-            attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
-            return UserError(
-                f"S3 at {endpoint} kept failing {exc.operation_name} on {where} ({code or status}) "
-                f"after {attempts} attempt(s)",
-                hint="the S3 service is overloaded or down; retry later, or allow more attempts (max_attempts)",
-            )
-        return None
+    def _errors(self, key: str | None) -> AbstractContextManager[None]:
+        """:func:`_s3_errors` for this mirror's bucket."""
+        return _s3_errors(self._client, self.bucket, self.url, key)

@@ -10,67 +10,37 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from components.assets import sha256_file
 from components.errors import AssetError, UserError
 from flows.storage import WheelMirror, parse_s3_url, s3_client
+from tests.integration.conftest import S3Endpoint, free_port, moto_s3
 
 pytestmark = pytest.mark.integration
 
 BUCKET = "wheels"
-_FAKE_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-# Anything that could point boto3 at a real account or endpoint is removed for these tests.
-_CLEARED_ENV = (
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "RECRAFT_S3_ENDPOINT_URL",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port  # other test modules import it from here
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory) -> Iterator[str]:
-    """moto's S3 on 127.0.0.1 with a bucket ``wheels``; fake credentials for this module only."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in _FAKE_ENV.items():
-            mp.setenv(name, value)
-        for name in _CLEARED_ENV:
-            mp.delenv(name, raising=False)
-        nowhere = tmp_path_factory.mktemp("aws") / "absent"
-        mp.setenv("AWS_CONFIG_FILE", str(nowhere))
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        try:
-            s3_client(url).create_bucket(Bucket=BUCKET)
-            yield url
-        finally:
-            server.stop()
+    """moto's S3 on 127.0.0.1 with a bucket ``wheels``; fake credentials for this module only.
+
+    Built on the shared :func:`moto_s3` rather than the ``s3_endpoint`` fixture because modules
+    outside ``tests/integration`` import this fixture, and they cannot see that conftest.
+    """
+    with moto_s3(tmp_path_factory.mktemp("aws")) as s3:
+        s3.create_bucket(BUCKET)
+        yield s3.url
 
 
 @pytest.fixture
@@ -179,22 +149,9 @@ def iam_keys(endpoint) -> dict[str, tuple[str, str]]:
     return keys
 
 
-@contextmanager
-def _moto_checks_credentials(endpoint: str) -> Iterator[None]:
-    def reset_auth(count: str) -> str:
-        """Check credentials after ``count`` more requests; returns the previous setting."""
-        # text/plain: with urllib's default form content type, moto would find no body to read.
-        request = urllib.request.Request(
-            f"{endpoint}/moto-api/reset-auth", count.encode(), headers={"Content-Type": "text/plain"}
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response)["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
-
-    previous = reset_auth("0")
-    try:
-        yield
-    finally:
-        reset_auth(previous)
+def _moto_checks_credentials(endpoint: str) -> AbstractContextManager[None]:
+    """moto checks credentials inside the block only (:meth:`S3Endpoint.checking_credentials`)."""
+    return S3Endpoint(endpoint).checking_credentials()
 
 
 @pytest.mark.parametrize(
