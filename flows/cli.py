@@ -362,6 +362,36 @@ def repro(ctx: typer.Context) -> None:
 
 
 @app.command()
+def serve(
+    cron: Annotated[str, typer.Option(help="cron schedule, e.g. '0 3 * * *' (03:00 daily)")] = "0 3 * * *",
+    task: Annotated[str, typer.Option(help="registered task")] = "dna",
+    method: Annotated[str, typer.Option(help="scratch, nft, fa, orca or recraft")] = "recraft",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set fit.epochs=2")] = None,
+    push: Annotated[bool, typer.Option(help="dvc push the outputs after each run")] = True,
+    remote: Annotated[str | None, typer.Option(help="DVC remote (default: the project's default)")] = None,
+    git_remote: Annotated[str | None, typer.Option(help="also push each run's experiment commit here")] = None,
+    name: Annotated[str, typer.Option(help="deployment name")] = "recraft-scheduled",
+    timezone: Annotated[str, typer.Option(help="time zone of the cron schedule")] = "UTC",
+) -> None:
+    """Serve the scheduled pipeline from this checkout: dvc pull, dvc exp run, dvc push on a cron schedule.
+
+    Needs a Prefect server (PREFECT_API_URL). Runs until stopped; stopping pauses the schedule.
+    """
+    # Served runs report to the Prefect UI: their logs belong there (the quiet defaults set by
+    # configure_prefect are for interactive commands).
+    for logger in ("FLOW_RUNS", "TASK_RUNS"):
+        os.environ[f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL"] = "INFO"
+    try:
+        from flows.deploy import serve as serve_pipeline
+
+        parameters = {"task": task, "method": method, "overrides": set_ or [], "push": push}
+        parameters |= {"remote": remote, "git_remote": git_remote}
+        serve_pipeline(cron, name=name, timezone=timezone, parameters=parameters)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
     workers: Annotated[int, typer.Option(help="server processes (one is plenty for one person)")] = 1,

@@ -1,0 +1,384 @@
+"""The scheduled pipeline: ``dvc pull``, ``dvc exp run``, ``dvc push`` as one Prefect flow.
+
+A team runs the pipeline on a schedule from a project checkout: a process worker's checkout
+(``prefect.yaml`` sets the working directory), a fresh clone in a Kubernetes job, or the checkout
+``recraft serve`` was started in. The flow runs in that checkout's root:
+
+1. ``dvc pull`` restores the outputs recorded in ``dvc.lock`` from the DVC remote, so only what
+   changed is recomputed.
+2. ``dvc exp run --set-param task=... --set-param method=...`` runs the stages exactly as
+   ``dvc repro`` does (each stage is ``recraft stage NAME``, against the same Prefect server),
+   then records the run as a DVC experiment: a git commit under ``refs/exps`` holding its
+   ``params.yaml``, ``dvc.lock`` and metrics. The run's results are also applied to the
+   workspace, as after ``dvc repro``. A plain ``dvc repro`` after editing params would leave no
+   record once the next scheduled run rewrote them.
+3. ``dvc push`` uploads the new outputs; with ``git_remote`` the experiment's commit is pushed
+   too (``dvc exp push``), so ``dvc exp show`` lists it for everyone.
+
+Pull and push are retried with exponential backoff (network I/O); a misconfiguration (no remote,
+no git identity, a bad param) fails at once with a message saying what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+from prefect.tasks import exponential_backoff
+
+# Project imports stay at module level: a worker loads this file from the checkout with the
+# checkout on sys.path only while loading, so later imports could find another installed copy.
+from components.errors import UserError
+from components.tasks import task_slug
+from flows.params import load_params
+from flows.prefect_local import local_prefect_server
+
+__all__ = [
+    "DEFAULT_CRON",
+    "RemoteUnavailableError",
+    "scheduled_pipeline",
+    "pull_outputs",
+    "reproduce",
+    "push_outputs",
+    "share_experiment",
+    "serve",
+]
+
+DEFAULT_CRON = "0 3 * * *"  # 03:00 every day
+_OUTPUT_TAIL = 40  # lines of `dvc exp run` output kept for the error message
+
+
+class RemoteUnavailableError(RuntimeError):
+    """A DVC or git remote did not answer (network, endpoint, credentials); the task is retried."""
+
+
+def _retry_unless_misconfigured(task, task_run, state) -> bool:
+    """Retry I/O failures, never a :class:`UserError`: a missing remote fails the same way each time."""
+    return not isinstance(state.data, UserError)
+
+
+# Pull and push move data over the network: retried three times, 10 s then 20 s then 40 s apart,
+# each delay jittered by up to 50% so that many workers do not retry in step.
+_NETWORK_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=10),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": _retry_unless_misconfigured,
+    "cache_policy": NO_CACHE,  # DVC owns staleness
+}
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called as a plain function (tests, scripts)
+        return logging.getLogger(__name__)
+
+
+def _open_repo(root: str):
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Repo(root)
+    except NotDvcRepoError as exc:
+        raise UserError(
+            f"{root} is not a DVC project", hint="run the scheduled pipeline in a project checkout"
+        ) from exc
+
+
+def _remote_name(repo, remote: str | None) -> str:
+    """The DVC remote to use: ``remote``, else the project's default remote.
+
+    Raises:
+        UserError: no remote is named and none is the default, or the named one is not configured.
+    """
+    configured = sorted(repo.config["remote"])
+    name = remote or repo.config["core"].get("remote")
+    if not name:
+        raise UserError(
+            "the project has no default DVC remote: scheduled runs share their outputs through one",
+            hint="dvc remote add -d NAME s3://BUCKET/PREFIX (or a shared directory), then commit .dvc/config",
+        )
+    if name not in configured:
+        raise UserError(
+            f"DVC remote {name!r} is not configured (configured: {', '.join(configured) or 'none'})",
+            hint="dvc remote list; dvc remote add NAME URL",
+        )
+    return name
+
+
+def _check_reachable(repo, name: str) -> None:
+    """List the remote's root, so that "unreachable" is never taken for "empty".
+
+    DVC reports objects it could not check (a refused connection, say) as missing, like objects
+    that are absent; only a remote that answers can be called cold. A root that does not exist
+    yet is an answer: nothing was ever pushed there.
+
+    Raises:
+        RemoteUnavailableError: the listing failed for any reason but the root's absence.
+    """
+    remote = repo.cloud.get_remote(name)
+    try:
+        try:
+            remote.fs.ls(remote.path)
+        except NotImplementedError:  # DVC's HTTP file system does not list; the one below does
+            remote.fs.fs.ls(remote.path)
+    except FileNotFoundError:
+        return
+    except Exception as exc:  # network, TLS, auth and endpoint errors come in many types
+        raise RemoteUnavailableError(
+            f"DVC remote {name!r} ({remote.path}) did not answer: {type(exc).__name__}: {str(exc)[:200]}",
+        ) from exc
+
+
+@task(name="dvc-pull", **_NETWORK_RETRIES)
+def pull_outputs(root: str, remote: str | None = None) -> dict[str, Any]:
+    """``dvc pull``: the outputs ``dvc.lock`` records, from the remote into the workspace.
+
+    A remote that lacks some of them (a cold remote: nothing pushed yet, or a run that never
+    pushed) is not an error: ``dvc exp run`` rebuilds exactly those from their dependencies, so
+    the result is the same, only slower. They are returned under ``missing`` and logged. A remote
+    that cannot be reached is an error (retried): rebuilding everything would hide it.
+
+    Returns:
+        ``{"remote": name, "fetched": files downloaded, "missing": outputs the remote lacks}``.
+
+    Raises:
+        UserError: not a DVC project, or no usable remote is configured.
+        RemoteUnavailableError: the remote did not answer.
+    """
+    from dvc.exceptions import CheckoutError, DownloadError
+
+    with _open_repo(root) as repo:
+        name = _remote_name(repo, remote)
+        _check_reachable(repo, name)
+        try:
+            result, missing = repo.pull(remote=name), []
+        except DownloadError as exc:
+            raise RemoteUnavailableError(
+                f"dvc pull from remote {name!r}: {exc}; check the endpoint, network and credentials"
+            ) from exc
+        except CheckoutError as exc:  # fetched what exists; the remote answered that these are absent
+            result = exc.result
+            # DVC names them relative to this process's working directory; report them as dvc.yaml does.
+            missing = sorted(os.path.relpath(os.path.abspath(t), os.path.abspath(root)) for t in exc.target_infos)
+    if missing:
+        _logger().warning(
+            "remote %r lacks %d output(s); dvc exp run rebuilds them: %s", name, len(missing), ", ".join(missing)
+        )
+    return {"remote": name, "fetched": result.get("stats", {}).get("fetched", 0), "missing": missing}
+
+
+@task(name="dvc-push", **_NETWORK_RETRIES)
+def push_outputs(root: str, remote: str | None = None) -> int:
+    """``dvc push``: upload the workspace's outputs (what the run produced) to the remote.
+
+    Returns:
+        The number of files uploaded (0 when the remote already had them all).
+
+    Raises:
+        UserError: not a DVC project, or no usable remote is configured.
+        RemoteUnavailableError: some files could not be uploaded.
+    """
+    from dvc.exceptions import UploadError
+
+    with _open_repo(root) as repo:
+        name = _remote_name(repo, remote)
+        try:
+            return repo.push(remote=name)
+        except UploadError as exc:
+            raise RemoteUnavailableError(
+                f"dvc push to remote {name!r}: {exc}; check the endpoint, network and credentials"
+            ) from exc
+
+
+@task(name="dvc-exp-push", **_NETWORK_RETRIES)
+def share_experiment(root: str, name: str, git_remote: str) -> None:
+    """``dvc exp push GIT_REMOTE NAME``: the experiment's commit to the team's git remote.
+
+    The data went up with :func:`push_outputs`; this shares the record (params, ``dvc.lock``,
+    metrics), so ``dvc exp pull`` / ``dvc exp show`` find the scheduled run.
+    """
+    from dulwich.errors import GitProtocolError
+    from scmrepo.exceptions import SCMError
+
+    with _open_repo(root) as repo:
+        try:
+            repo.experiments.push(git_remote, [name], push_cache=False)
+        except (SCMError, GitProtocolError, OSError) as exc:
+            raise RemoteUnavailableError(f"dvc exp push to git remote {git_remote!r}: {exc}") from exc
+
+
+@contextmanager
+def _prefect_api(root: Path) -> Iterator[dict[str, str]]:
+    """The environment for the stage processes: the Prefect server this flow run reports to.
+
+    Under a worker or ``serve`` the API URL is known and every stage reports to the same server
+    (so ``gpu`` tag limits apply across them). Run without a server, one local server is started
+    for all stages, as ``recraft repro`` does.
+    """
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if url:
+        yield {**os.environ, "PREFECT_API_URL": str(url)}
+        return
+    with local_prefect_server(root / ".prefect" / "server.log") as local:
+        yield {**os.environ, "PREFECT_API_URL": local}
+
+
+@task(name="dvc-exp-run", cache_policy=NO_CACHE)
+def reproduce(root: str, set_params: list[str], name: str) -> str:
+    """``dvc exp run --set-param P ... --name NAME``: ``dvc repro`` with overrides, kept as an experiment.
+
+    Not retried: a stage that failed would fail again, and DVC resumes what finished anyway.
+
+    Raises:
+        RuntimeError: ``dvc exp run`` failed; the message ends with its last lines of output.
+    """
+    cmd = [str(Path(sys.executable).with_name("dvc")), "exp", "run", "--name", name]
+    for item in set_params:
+        cmd += ["--set-param", item]
+    log = _logger()
+    tail: deque[str] = deque(maxlen=_OUTPUT_TAIL)
+    with _prefect_api(Path(root)) as env:
+        # The checkout's own code first: what DVC hashes as a stage's dependency is what runs,
+        # even where an image installed another copy of the package.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line)
+            log.info(line.rstrip())
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"dvc exp run failed (exit {code}):\n{''.join(tail)}")
+    return name
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+
+def _preflight(root: Path, set_params: list[str], git_remote: str | None = None) -> None:
+    """What the run needs, checked before anything is pulled: a git commit to build on, a git
+    identity for the experiment's commit, params that the stages will accept, and the git remote
+    to share the experiment with (a configured name, or a URL or path).
+
+    Raises:
+        UserError: naming what is missing and how to fix it.
+    """
+    if _git(root, "rev-parse", "--verify", "HEAD").returncode != 0:
+        raise UserError(
+            f"{root} is not a git checkout with a commit: each scheduled run is recorded as a DVC "
+            "experiment on top of HEAD",
+            hint="run it in a clone of the project repository",
+        )
+    if _git(root, "var", "GIT_COMMITTER_IDENT").returncode != 0:
+        raise UserError(
+            "git has no identity for the experiment's commit",
+            hint="git config --global user.name/user.email on the worker, or set GIT_AUTHOR_NAME, "
+            "GIT_AUTHOR_EMAIL, GIT_COMMITTER_NAME and GIT_COMMITTER_EMAIL",
+        )
+    load_params(root / "params.yaml", set_params, complete=True)  # the key named in any error
+    is_location = any(c in (git_remote or "") for c in "/:")
+    if git_remote and not is_location and _git(root, "remote", "get-url", git_remote).returncode != 0:
+        raise UserError(
+            f"git remote {git_remote!r} is not configured in {root}", hint="git remote -v lists them; or give a URL"
+        )
+
+
+def _experiment_name(task: str, method: str) -> str:
+    """``dna-recraft-20261129-030000``: unique per second, valid as a git ref name."""
+    return f"{task_slug(task)}-{method}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+@flow(name="recraft-scheduled-pipeline")
+def scheduled_pipeline(
+    task: str = "dna",
+    method: str = "recraft",
+    overrides: list[str] | None = None,
+    push: bool = True,
+    remote: str | None = None,
+    git_remote: str | None = None,
+) -> dict[str, Any]:
+    """Pull, reproduce as a DVC experiment, push: the whole pipeline on a schedule.
+
+    Runs in the current directory, which must be the project checkout (a deployment's pull step
+    or ``recraft serve`` sets it).
+
+    Args:
+        task: registered task (or ``npz:PATH``), set in ``params.yaml`` for this run.
+        method: scratch, nft, fa, orca or recraft.
+        overrides: more ``section.key=value`` settings, as ``recraft run --set`` takes them.
+        push: upload the outputs (and the experiment, with ``git_remote``) after the run.
+        remote: DVC remote name (default: the project's default remote).
+        git_remote: git remote to push the experiment's commit to (default: not pushed).
+
+    Returns:
+        The experiment's name, what the remote lacked before the run, the files pushed, and the
+        evaluate stage's metrics.
+    """
+    root = Path.cwd()
+    set_params = [f"task={task}", f"method={method}", *(overrides or [])]
+    _preflight(root, set_params, git_remote if push else None)
+    pulled = pull_outputs(str(root), remote)
+    name = reproduce(str(root), set_params, _experiment_name(task, method))
+    pushed = 0
+    if push:
+        pushed = push_outputs(str(root), pulled["remote"])
+        if git_remote:
+            share_experiment(str(root), name, git_remote)
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    return {"experiment": name, "missing_before_run": pulled["missing"], "pushed": pushed, "metrics": metrics}
+
+
+def serve(
+    cron: str = DEFAULT_CRON,
+    *,
+    name: str = "recraft-scheduled",
+    timezone: str = "UTC",
+    parameters: dict[str, Any] | None = None,
+) -> None:
+    """Serve :func:`scheduled_pipeline` from this process on a cron schedule (``flow.serve``).
+
+    The simplest deployment: no work pool or worker; scheduled runs execute in subprocesses of
+    this process, in the current directory (start it in the project checkout). One run at a
+    time, since runs share the checkout. Stopping the process pauses the schedule.
+
+    Raises:
+        UserError: no Prefect server is configured, or ``cron`` is not a cron expression.
+    """
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        raise UserError(
+            "serving needs a Prefect server: PREFECT_API_URL is not set",
+            hint="prefect server start (or infra/compose.yaml), then export PREFECT_API_URL=http://HOST:4200/api",
+        )
+    try:
+        schedule = CronSchedule(cron=cron, timezone=timezone)
+    except ValueError as exc:
+        raise UserError(f"--cron {cron!r} with timezone {timezone!r} is not a valid schedule: {exc}") from exc
+    scheduled_pipeline.serve(
+        name=name,
+        schedules=[schedule],
+        parameters=parameters or {},
+        tags=["recraft", "scheduled"],
+        limit=1,
+    )
