@@ -7,6 +7,7 @@ their child runs to it, and ``evaluate`` closes it. A failed stage marks the par
 
 from __future__ import annotations
 
+import fcntl
 import math
 import time
 from collections.abc import Iterator
@@ -21,6 +22,31 @@ __all__ = ["Tracker", "ClientRun"]
 
 _PIPELINE_TAG = "recraft.pipeline"
 _WORKSPACE_TAG = "recraft.workspace"
+
+
+@contextmanager
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """Serialise opening a SQLite store across processes (``<db>.lock``, an advisory lock).
+
+    MLflow creates and migrates a new SQLite store's schema when a process first opens it; two
+    processes doing that at once corrupt it (a half-done migration leaves ``_alembic_tmp_*``
+    tables behind and every later open fails). Server-backed stores need no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    try:
+        handle = open(lock, "a")  # noqa: SIM115 - held for the block
+    except OSError:  # the store's directory is missing: MLflow reports it, with the URI
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Tracker:
@@ -40,13 +66,14 @@ class Tracker:
         uri = settings.resolved_tracking_uri()
         mlflow.set_tracking_uri(uri)
         try:
-            exp = mlflow.get_experiment_by_name(settings.experiment)
-            if exp is None:
-                exp_id = mlflow.create_experiment(
-                    settings.experiment, artifact_location=settings.resolved_artifact_location()
-                )
-            else:
-                exp_id = exp.experiment_id
+            with _first_use_lock(uri):
+                exp = mlflow.get_experiment_by_name(settings.experiment)
+                if exp is None:
+                    exp_id = mlflow.create_experiment(
+                        settings.experiment, artifact_location=settings.resolved_artifact_location()
+                    )
+                else:
+                    exp_id = exp.experiment_id
         except Exception as exc:  # MLflow raises many types for an unreachable store
             raise UserError(
                 f"cannot reach the MLflow tracking store {uri}: {str(exc).splitlines()[0][:200]}",
