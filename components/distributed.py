@@ -19,7 +19,16 @@ import torch.distributed as dist
 
 from components.errors import UserError
 
-__all__ = ["World", "current_world", "init_from_env", "shutdown", "shard", "shard_scale", "all_sum"]
+__all__ = [
+    "World",
+    "world_size_from_env",
+    "current_world",
+    "init_from_env",
+    "shutdown",
+    "shard",
+    "shard_scale",
+    "all_sum",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,11 @@ def _env_int(name: str, default: int) -> int:
         raise UserError(f"environment variable {name}={raw!r} is not an integer (torchrun sets it)") from exc
 
 
+def world_size_from_env() -> int:
+    """``WORLD_SIZE`` as torchrun sets it (1 without torchrun); a clear error for a bad value."""
+    return _env_int("WORLD_SIZE", 1)
+
+
 def current_world() -> World:
     """The initialised process group, or rank 0 of 1 when there is none."""
     if dist.is_available() and dist.is_initialized():
@@ -60,7 +74,7 @@ def current_world() -> World:
 def init_from_env(device: torch.device) -> tuple[World, torch.device]:
     """Join the process group described by torchrun's environment; returns the world and this
     rank's device (``cuda:LOCAL_RANK`` on GPU). Without ``WORLD_SIZE`` > 1 nothing happens."""
-    size = _env_int("WORLD_SIZE", 1)
+    size = world_size_from_env()
     if size <= 1:
         return World(), device
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)

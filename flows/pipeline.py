@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,16 +47,20 @@ def run_stage(name: str, ctx: StageContext) -> dict:
     Under ``torchrun`` (``WORLD_SIZE`` > 1) only ``fit`` runs, data-parallel: rank 0 runs the
     stage's flow (tracking, outputs), the other ranks train their shards silently.
     """
-    from components.distributed import init_from_env, shutdown
+    from components.distributed import init_from_env, shutdown, world_size_from_env
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if world_size_from_env() <= 1:
         return STAGES[name](_stage_context(name, ctx))
     if name != "fit":
         raise UserError(f"only the fit stage runs under torchrun; run {name!r} as a single process")
     world, device = init_from_env(ctx.device)
     ctx = replace(_stage_context(name, ctx), device=device)
     try:
-        result = STAGES[name](ctx) if world.main else fit_replica(ctx) or {}
+        if world.main:
+            result = STAGES[name](ctx)
+        else:
+            fit_replica(ctx)
+            result = {}
     except BaseException:
         shutdown(wait=False)  # torchrun stops the other ranks when this one exits non-zero
         raise

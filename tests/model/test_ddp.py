@@ -12,12 +12,14 @@ import os
 import socket
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from components.config import FitParams
 from components.data import Split
+from components.errors import UserError
 from components.model import CrossModalModel, SequenceEmbedder
 from components.training import fit_model
 from tests.conftest import build_tiny_body
@@ -92,3 +94,12 @@ def _untrained_head() -> torch.Tensor:
     embedder = SequenceEmbedder(4, 40, body.hidden_size, 8, body.position_embeddings, overlap=2)
     torch.manual_seed(2)
     return CrossModalModel(embedder, body, 2, "binary").state_dict()["head.weight"]
+
+
+@pytest.mark.parametrize("stage", ["fit", "align"])
+def test_a_bad_world_size_is_a_user_error_naming_the_variable(monkeypatch, stage):
+    from flows.pipeline import run_stage
+
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(UserError, match="WORLD_SIZE='two' is not an integer"):
+        run_stage(stage, ctx=None)  # refused before the context is used
