@@ -155,6 +155,13 @@ class TuneParams(_Section):
         640, ge=2, description="per-trial budget: training samples used by each trial (None: all)"
     )
     fit_epochs: int = Field(2, ge=1, description="per-trial budget: stage-2 epochs (each reports to the pruner)")
+    confirm_top: int = Field(
+        1,
+        ge=0,
+        le=20,
+        description="the best N trials and the baseline re-run at the full budget (as the pipeline runs them); "
+        "the best of those on validation data is written (0: the budgeted best, unconfirmed)",
+    )
     lambda_fa: tuple[float, float] | None = Field((0.1, 10.0), description="range of align.lambda_fa (log)")
     lambda_fld: tuple[float, float] | None = Field((0.1, 10.0), description="range of align.lambda_fld (log)")
     eps: tuple[float, float] | None = Field((0.05, 1.0), description="range of align.eps (log)")

@@ -158,8 +158,18 @@ def _print_tune(summary: dict, root: Path) -> None:
         mark = " *" if t["number"] == summary["best_trial"] else ""
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
         table.add_row(f"{t['number']}{mark}", t["state"], value, shown)
-    Console(file=sys.stdout).print(table)
-    typer.echo(f"best values: {root / 'params.tuned.yaml'}")
+    console = Console(file=sys.stdout)
+    console.print(table)
+    if summary.get("confirmed"):
+        full = Table(title="confirmed at the full budget (as the pipeline runs them; the best is written)")
+        for col in ("candidate", "budget value", "full value"):
+            full.add_column(col)
+        for row in summary["confirmed"]:
+            budget = "" if row["budget_value"] is None else f"{row['budget_value']:.4f}"
+            mark = " *" if row["candidate"] == summary["selected"] else ""
+            full.add_row(f"{row['candidate']}{mark}", budget, f"{row['value']:.4f}")
+        console.print(full)
+    typer.echo(f"best values: {root / 'params.tuned.yaml'} ({summary.get('selected')})")
     typer.echo(f"use them:    recraft run --workdir {root} --set use_tuned=true")
 
 

@@ -69,7 +69,20 @@ from flows.progress import step_progress
 from flows.settings import Settings
 from flows.tracking import Tracker
 
-__all__ = ["StageContext", "STAGES", "assets", "prepare", "source", "align", "fit", "fit_replica", "evaluate"]
+__all__ = [
+    "StageContext",
+    "STAGES",
+    "new_embedder",
+    "new_model",
+    "aligns",
+    "assets",
+    "prepare",
+    "source",
+    "align",
+    "fit",
+    "fit_replica",
+    "evaluate",
+]
 
 
 @dataclass(frozen=True)
@@ -400,21 +413,36 @@ def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, check
         )
 
 
+def new_embedder(ctx: StageContext, meta: dict) -> tuple:
+    """Stage 1's starting point, seeded: a fresh ``phi``, the body, ``phi``'s config and the
+    stage-0 reference (whose head, built here, also draws from the global generator).
+
+    The align stage and tune's full-budget confirmation both start here, so they draw the same
+    random numbers and, on CPU, train the same weights.
+    """
+    _seed(ctx.params.seed)
+    body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
+    cfg = _embedder_config(ctx, meta, body.hidden_size)
+    embedder = build_embedder(cfg, body.position_embeddings)
+    return embedder, body, cfg, _load_reference(ctx)
+
+
+def aligns(ctx: StageContext) -> bool:
+    """Whether stage 1 trains at all (the method has an objective and ``align.epochs`` > 0)."""
+    return get_method(ctx.params.method).objective is not None and ctx.params.align.epochs > 0
+
+
 @flow(name="align")
 def align(ctx: StageContext) -> dict[str, float]:
     """Stage 1: learn the target embedder ``phi`` (body and source head frozen)."""
     started = time.perf_counter()
-    _seed(ctx.params.seed)
     meta = _meta(ctx)
-    body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
-    cfg = _embedder_config(ctx, meta, body.hidden_size)
-    embedder = build_embedder(cfg, body.position_embeddings)
+    embedder, body, cfg, ref = new_embedder(ctx, meta)
     history: list[dict[str, float]] = []
     with ctx.tracker().stage("align", flatten(ctx.params), ctx.tags) as run:
         train = load_split(ctx.layout.prepared_dir / "train.npz")
-        ref = _load_reference(ctx)
         before = _pooled_embeddings(embedder, train)
-        if get_method(ctx.params.method).objective is not None and ctx.params.align.epochs > 0:
+        if aligns(ctx):
             inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.source_dir / "cloud.safetensors"]
             ckpt = _checkpoint(ctx, "align", inputs)
             history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"), ckpt)
@@ -458,14 +486,23 @@ def _model_config(ctx: StageContext, meta: dict, d: int) -> dict:
     }
 
 
-def _build_model(ctx: StageContext, meta: dict) -> CrossModalModel:
-    """The stage-2 model: ``phi`` from the align stage, the body (pre-trained unless the method
-    is ``scratch``), a fresh head."""
+def _build_model(ctx: StageContext, meta: dict, embedder_state: dict | None = None) -> CrossModalModel:
+    """The stage-2 model: ``phi`` from the align stage (or ``embedder_state``), the body
+    (pre-trained unless the method is ``scratch``), a fresh head."""
     body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
     embedder = build_embedder(cfg, body.position_embeddings)
-    load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})
+    if embedder_state is None:
+        load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})
+    else:
+        embedder.load_state_dict(embedder_state, strict=True)
     return _assemble(embedder, body, meta)
+
+
+def new_model(ctx: StageContext, meta: dict, embedder_state: dict | None = None) -> CrossModalModel:
+    """Stage 2's starting point, seeded (the fit stage, its replicas and tune's confirmation)."""
+    _seed(ctx.params.seed)
+    return _build_model(ctx, meta, embedder_state)
 
 
 def _assemble(embedder, body, meta: dict) -> CrossModalModel:
@@ -505,9 +542,8 @@ def _fit_model(ctx: StageContext, model, train: Split, val: Split, meta: dict, c
 def fit(ctx: StageContext) -> dict[str, float]:
     """Stage 2: fine-tune ``phi + g + h_t`` with early stopping on validation data."""
     started = time.perf_counter()
-    _seed(ctx.params.seed)
     meta = _meta(ctx)
-    model = _build_model(ctx, meta)
+    model = new_model(ctx, meta)
     train = load_split(ctx.layout.prepared_dir / "train.npz")
     val = load_split(ctx.layout.prepared_dir / "val.npz")
     with ctx.tracker().stage("fit", flatten(ctx.params), ctx.tags) as run:
@@ -540,9 +576,8 @@ def fit(ctx: StageContext) -> dict[str, float]:
 def fit_replica(ctx: StageContext) -> None:
     """A rank other than 0 of ``torchrun ... recraft stage fit``: the same model, data, seed and
     checkpoint as rank 0, training its shard of every batch; it logs nothing and writes nothing."""
-    _seed(ctx.params.seed)
     meta = _meta(ctx)
-    model = _build_model(ctx, meta)
+    model = new_model(ctx, meta)
     train = load_split(ctx.layout.prepared_dir / "train.npz")
     val = load_split(ctx.layout.prepared_dir / "val.npz")
     inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.embedder_dir / "weights.safetensors"]

@@ -28,7 +28,6 @@ from prefect import flow
 
 from components.config import Params
 from components.errors import UserError
-from components.methods import get_method
 from flows.params import flatten, parse_params
 from flows.settings import Settings
 from flows.stages import StageContext
@@ -125,7 +124,7 @@ def current_values(params: Params) -> dict[str, Any]:
 def study_name(params: Params) -> str:
     """Stable per (params that change results, search space, budget): reruns continue the study."""
     raw = params.model_dump(mode="json")
-    raw["tune"] = {k: v for k, v in raw["tune"].items() if k not in ("n_trials", "n_workers")}
+    raw["tune"] = {k: v for k, v in raw["tune"].items() if k not in ("n_trials", "n_workers", "confirm_top")}
     raw.pop("use_tuned", None)
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:10]
     from components.tasks import task_slug
@@ -138,68 +137,54 @@ def _budget(params: Params) -> Params:
     return with_values(params, {"fit.epochs": params.tune.fit_epochs, "fit.min_steps": 0})
 
 
-def run_trial(ctx: StageContext, params: Params, report: Callable[[int, float], None]) -> dict[str, float]:
+def run_trial(
+    ctx: StageContext, params: Params, report: Callable[[int, float], None], full: bool = False
+) -> dict[str, float]:
     """Stage 1 + stage 2 under ``params`` on the workspace's prepared data; validation results only.
+
+    Both stages start from :func:`flows.stages.new_embedder` and :func:`flows.stages.new_model`
+    and train with the stages' own functions, so with ``full`` (all training data, the params'
+    own fit epochs; tune's confirmation) a trial reproduces what the pipeline's align, fit and
+    evaluate report as ``val/*`` with ``params``, number for number on CPU. Without it the trial
+    runs under the per-trial budget (``tune.max_train`` samples, ``tune.fit_epochs`` epochs).
 
     Args:
         report: called after each fit epoch with the value the study optimises so far.
+        full: the full budget, and the workspace's stage-0 outputs even when ``source.tau`` differs.
 
     Returns:
         ``val/<metric>`` for each metric, ``bound/*`` when the target is the bound, ``value``.
     """
-    import torch
-
     from components.data import load_split, subsample
     from components.metrics import compute_metrics
-    from components.model import build_embedder
-    from components.training import AlignReference, align_embedder, fit_model, predict_scores
+    from components.training import AlignReference, predict_scores
     from flows import stages
 
-    params = _budget(params)
+    if not full:
+        params = _budget(params)
     trial_ctx = replace(ctx, params=params)
-    stages._seed(params.seed)
     meta = stages._meta(ctx)
-    method = get_method(params.method)
-    train = subsample(
-        load_split(ctx.layout.prepared_dir / "train.npz"), params.tune.max_train, np.random.default_rng(params.seed)
-    )
+    train = load_split(ctx.layout.prepared_dir / "train.npz")
+    if not full:
+        train = subsample(train, params.tune.max_train, np.random.default_rng(params.seed))
     val = load_split(ctx.layout.prepared_dir / "val.npz")
-    ref = stages._load_reference(ctx)
-    if params.source.tau != ctx.params.source.tau:  # tau is searched: stage 0 again with this tau
+    embedder, body, _, ref = stages.new_embedder(trial_ctx, meta)
+    if not full and params.source.tau != ctx.params.source.tau:  # tau is searched: stage 0 again
         out = stages._train_source.fn(trial_ctx)
         ref = AlignReference(out["cloud"], out["head"], out["labels"])
-    body = stages._body(trial_ctx, pretrained=method.pretrained)
-    embedder = build_embedder(stages._embedder_config(trial_ctx, meta, body.hidden_size), body.position_embeddings)
-    device = ctx.device
-    if method.objective is not None and params.align.epochs > 0:
-        align_embedder(
-            embedder.to(device),
-            body.to(device),
-            AlignReference(ref.cloud, ref.head.to(device), ref.labels),
-            torch.from_numpy(train.x),
-            torch.from_numpy(train.groups),
-            params.align,
-            params.seed,
-            device,
-            mask=None if train.mask is None else torch.from_numpy(train.mask),
-            objective=method.objective,
-        )
-    model = stages._assemble(embedder, body, meta)
+    if stages.aligns(trial_ctx):
+        stages._align.fn(trial_ctx, embedder, body, ref, train, lambda epoch, record: None, None)
+    state = {k: v.detach().cpu().clone() for k, v in embedder.state_dict().items()}
+    del embedder, body
+    model = stages.new_model(trial_ctx, meta, state)
     metric = meta["metric"]
     # With the bound as target, the per-epoch report is its validation-loss term (lower is better).
     watched = f"val_{metric}" if params.tune.target == "val" else "val_loss"
-    model, _ = fit_model(
-        model,
-        train,
-        val,
-        params.fit,
-        metric,
-        params.seed,
-        device,
-        augment_rc=params.fit.augment_rc and meta["augment_rc"],
-        on_epoch=lambda epoch, record: report(epoch, record[watched]),
+    model, _ = stages._fit.fn(
+        trial_ctx, model, train, val, meta, lambda epoch, record: report(epoch, record[watched]), None
     )
-    scores = predict_scores(model, val.x, device, mask=val.mask)
+    model.to(ctx.device).eval()
+    scores = predict_scores(model, val.x, ctx.device, mask=val.mask)
     std = stages._target_std(meta)
     result = {f"val/{k}": v for k, v in compute_metrics(meta["task_type"], scores, val.y, std).items()}
     if params.tune.target == "bound":
@@ -208,6 +193,77 @@ def run_trial(ctx: StageContext, params: Params, report: Callable[[int, float], 
     else:
         result["value"] = result[f"val/{metric}"]
     return result
+
+
+def _params_of(params: Params, values: dict[str, Any]) -> Params:
+    """``params`` with a trial's searched values (Optuna names, as in :data:`SPACE`)."""
+    return with_values(params, {f"{SPACE[name][0]}.{SPACE[name][1]}": v for name, v in values.items()})
+
+
+def confirm(ctx: StageContext, study, parent_id: str) -> list[dict[str, Any]]:
+    """Re-run the baseline and the ``tune.confirm_top`` best searched trials at the full budget.
+
+    A ranking under the per-trial budget need not hold on all the data, so the values written to
+    ``params.tuned.yaml`` are the best of these full-budget runs on validation data, and the
+    baseline (``params.yaml`` as it is) stays when nothing beats it. Each run reproduces the
+    pipeline's own ``val/*`` (see :func:`run_trial`). Results are kept in the study's user
+    attributes, so a rerun (or another machine on the same study) does not repeat them.
+
+    Returns:
+        One row per candidate, baseline first: ``candidate``, ``trial``, ``budget_value``,
+        ``values`` (searched names) and the full-budget results (``value``, ``val/*``).
+    """
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    params = ctx.params
+    base = current_values(params)
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    searched = [t for t in complete if t.params != base]
+    searched.sort(key=lambda t: t.value, reverse=study.direction == StudyDirection.MAXIMIZE)
+    baseline_trial = next((t for t in complete if t.params == base), None)
+    candidates = [("baseline", baseline_trial, base)]
+    candidates += [(f"trial-{t.number}", t, dict(t.params)) for t in searched[: params.tune.confirm_top]]
+    tracker = ctx.tracker()
+    rows = []
+    for key, trial, values in candidates:
+        result = study.user_attrs.get(f"confirm/{key}")
+        if result is None:
+            run = tracker.trial_run(parent_id, f"confirm-{key}", values, {**ctx.tags, "recraft.confirm": key})
+            try:
+                result = run_trial(ctx, _params_of(params, values), _logger(run), full=True)
+            except BaseException:
+                run.tags({"state": "failed"})
+                run.end("FAILED")
+                raise
+            run.metrics({k: v for k, v in result.items() if isinstance(v, float)})
+            run.tags({"state": "complete"})
+            run.end()
+            study.set_user_attr(f"confirm/{key}", result)
+        rows.append(
+            {
+                "candidate": key,
+                "trial": None if trial is None else trial.number,
+                "budget_value": None if trial is None else trial.value,
+                "values": values,
+                **result,
+            }
+        )
+    return rows
+
+
+def _logger(run) -> Callable[[int, float], None]:
+    """A ``report`` callback that only logs the per-epoch value to ``run`` (no pruning)."""
+    return lambda epoch, value: run.metrics({"intermediate": value}, step=epoch)
+
+
+def _select(rows: list[dict[str, Any]], maximize: bool) -> dict[str, Any]:
+    """The confirmed candidate with the best full-budget value; the baseline (first) wins ties."""
+    best = rows[0]
+    for row in rows[1:]:
+        if (row["value"] > best["value"]) if maximize else (row["value"] < best["value"]):
+            best = row
+    return best
 
 
 def _storage(url: str):
@@ -351,6 +407,14 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
         raise RuntimeError(f"study {study.study_name} has no completed trial; rerun to continue it")
     baseline = [t for t in study.trials if t.user_attrs.get("baseline") and t.value is not None]
     summary["baseline_value"] = baseline[0].value if baseline else None
+    if params.tune.confirm_top:
+        summary["confirmed"] = confirm(ctx, study, parent_id)
+        chosen = _select(summary["confirmed"], summary["direction"] == "maximize")
+        summary["selected"], summary["selected_value"] = chosen["candidate"], chosen["value"]
+        values = chosen["values"]
+    else:  # the budgeted best, unconfirmed
+        summary |= {"confirmed": [], "selected": f"trial-{summary['best_trial']}", "selected_value": None}
+        values = summary["best_params"]
     doc = {
         "study": study.study_name,
         "storage": _redact(storage_url),
@@ -358,17 +422,28 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
         "best_value": summary["best_value"],
         "best_trial": summary["best_trial"],
         "baseline_value": summary["baseline_value"],
-        "values": tuned_sections(summary["best_params"]),
+        "selected": summary["selected"],
+        "selected_value": summary["selected_value"],
+        "confirmed": [
+            {k: row[k] for k in ("candidate", "trial", "budget_value", "value")} for row in summary["confirmed"]
+        ],
+        "values": tuned_sections(values),
     }
     header = (
         "# Written by the tune stage (recraft tune); align, fit and evaluate read it when use_tuned: true.\n"
+        "# values: the selected candidate, the best on validation data of the baseline and the top\n"
+        "# tune.confirm_top trials re-run at the full budget (best_*: the search under its per-trial budget).\n"
         "# A searched source.tau is recorded only: stage 0 runs before tune, so copy it into params.yaml.\n"
     )
     write_text(ctx.layout.tuned_params, header + yaml.safe_dump(doc, sort_keys=False))
     run = tracker.run(parent_id)
     for path in tune_report.figures(study, ctx.layout.plot("tune")):
         run.artifact(path, "plots")
-    run.metrics({"best_value": summary["best_value"], "n_complete": summary["n_complete"]})
+    scores = {"best_value": summary["best_value"], "n_complete": summary["n_complete"]}
+    if summary["selected_value"] is not None:
+        scores |= {"selected_value": summary["selected_value"], "baseline_full_value": summary["confirmed"][0]["value"]}
+    run.metrics(scores)
+    run.tags({"recraft.selected": summary["selected"]})
     run.artifact(ctx.layout.tuned_params)
     run.end()
     return summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -97,15 +99,32 @@ def test_three_trials_nest_in_mlflow_and_write_the_best_values(workspace, tmp_pa
     doc = yaml.safe_load(ctx.layout.tuned_params.read_text())
     best = next(t for t in summary["trials"] if t["number"] == doc["best_trial"])
     assert doc["best_value"] == max(t["value"] for t in summary["trials"]) == best["value"]
-    for name, value in best["params"].items():
-        section, key, _ = SPACE[name]
-        assert doc["values"][section][key] == value
     # Trial 0 is the baseline: params.yaml's own values under the same budget.
     baseline = next(t for t in summary["trials"] if t["number"] == 0)
     assert baseline["params"] == current_values(ctx.params)
     assert doc["baseline_value"] == baseline["value"] <= doc["best_value"]
+    # Confirmation: the baseline and the best searched trial (tune.confirm_top 1) at the full
+    # budget; the written values are those of the better one on validation data.
+    top = max((t for t in summary["trials"] if t["number"] != 0), key=lambda t: t["value"])
+    assert [(r["candidate"], r["trial"]) for r in doc["confirmed"]] == [
+        ("baseline", 0),
+        (f"trial-{top['number']}", top["number"]),
+    ]
+    assert [r["budget_value"] for r in doc["confirmed"]] == [baseline["value"], top["value"]]
+    chosen = next(r for r in summary["confirmed"] if r["candidate"] == doc["selected"])
+    assert doc["selected_value"] == chosen["value"] == max(r["value"] for r in summary["confirmed"])
+    for name, value in chosen["values"].items():
+        section, key, _ = SPACE[name]
+        assert doc["values"][section][key] == value
     client, parent, children = _runs(root, study_name(ctx.params))
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_value"] == doc["best_value"]
+    assert parent.data.metrics["selected_value"] == doc["selected_value"]
+    confirms = [c for c in children if "recraft.confirm" in c.data.tags]
+    assert sorted(c.data.tags["recraft.confirm"] for c in confirms) == sorted(r["candidate"] for r in doc["confirmed"])
+    for c in confirms:
+        row = next(r for r in summary["confirmed"] if r["candidate"] == c.data.tags["recraft.confirm"])
+        assert c.data.metrics["val/accuracy"] == row["val/accuracy"] and c.data.tags["state"] == "complete"
+    children = [c for c in children if "recraft.trial" in c.data.tags]
     assert sorted(int(c.data.tags["recraft.trial"]) for c in children) == [0, 1, 2]
     for child in children:
         assert child.data.tags["state"] == "complete"
@@ -122,6 +141,44 @@ def test_three_trials_nest_in_mlflow_and_write_the_best_values(workspace, tmp_pa
     assert tuned.params.fit.lr == doc["values"]["fit"]["lr"]
 
 
+def test_confirmation_measures_what_the_pipeline_then_reports(workspace, tmp_path, monkeypatch):
+    """The searched candidate's full-budget numbers are the pipeline's own: its values run through
+    align, fit and evaluate give the same val/* (CPU runs are deterministic). Confirmations are
+    kept in the study, so a rerun does not repeat them."""
+    import shutil
+
+    from flows import tune as tune_mod
+    from flows.pipeline import make_context, pipeline
+
+    root, settings, _ = workspace
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 5, "tune.pruner": "none"})
+    summary = tune_mod.tune_stage(ctx, search=True, storage_url=storage)
+    row = summary["confirmed"][1]
+    assert row["candidate"] == "trial-1" and row["budget_value"] == summary["trials"][1]["value"]
+
+    ws = tmp_path / "ws"
+    shutil.copytree(root / "ws", ws)
+    result = pipeline(make_context(tune_mod._params_of(ctx.params, row["values"]), settings, ws), start="align")
+    assert result["val/accuracy"] == row["val/accuracy"]
+    assert result["val/loss"] == pytest.approx(row["val/loss"], rel=1e-6, abs=1e-7)
+
+    calls = []
+    monkeypatch.setattr(tune_mod, "run_trial", lambda *a, **k: calls.append(a) or {})
+    again = tune_mod.tune_stage(ctx, search=True, storage_url=storage)
+    assert calls == [] and again["confirmed"] == summary["confirmed"]
+
+
+def test_the_selection_keeps_the_baseline_unless_a_candidate_beats_it():
+    from flows.tune import _select
+
+    rows = [{"candidate": "baseline", "value": 0.8}, {"candidate": "trial-3", "value": 0.8}]
+    assert _select(rows, maximize=True)["candidate"] == "baseline"  # a tie keeps params.yaml
+    rows[1]["value"] = 0.81
+    assert _select(rows, maximize=True)["candidate"] == "trial-3"
+    assert _select(rows, maximize=False)["candidate"] == "baseline"
+
+
 def test_a_pruned_trial_is_recorded_as_pruned(workspace, tmp_path, monkeypatch):
     import optuna
 
@@ -129,12 +186,12 @@ def test_a_pruned_trial_is_recorded_as_pruned(workspace, tmp_path, monkeypatch):
 
     # Trial 1 is told to stop after its first epoch; what matters here is how we record it.
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
-    ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 2})
+    ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 2, "tune.confirm_top": 0})
     summary = tune_stage(ctx, search=True, storage_url=f"sqlite:///{tmp_path / 'optuna.db'}")
     states = {t["number"]: t["state"] for t in summary["trials"]}
     assert states == {0: "complete", 1: "pruned"}
     client, _, children = _runs(workspace[0], study_name(ctx.params))
-    pruned = next(c for c in children if c.data.tags["recraft.trial"] == "1")
+    pruned = next(c for c in children if c.data.tags.get("recraft.trial") == "1")
     assert pruned.data.tags["state"] == "pruned" and pruned.info.status == "KILLED"
     assert len(client.get_metric_history(pruned.info.run_id, "intermediate")) == 1
 
@@ -145,11 +202,13 @@ def test_an_interrupted_study_resumes_and_keeps_its_trials(workspace, tmp_path):
     from flows.tune import _open_study, tune_stage
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 3})
+    ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 3, "tune.confirm_top": 0})
     first = tune_stage(ctx, search=True, storage_url=storage)
     # A worker killed mid-trial leaves a RUNNING trial behind.
     _open_study(ctx.params, storage, "maximize").ask()
-    ctx = _context(workspace, {"tune.n_trials": 3, "tune.sampler_seed": 3})  # same study, one more trial
+    ctx = _context(
+        workspace, {"tune.n_trials": 3, "tune.sampler_seed": 3, "tune.confirm_top": 0}
+    )  # same study, one more trial
     second = tune_stage(ctx, search=True, storage_url=storage)
     kept = {t["number"]: t["value"] for t in first["trials"]}
     again = {t["number"]: t["value"] for t in second["trials"] if t["number"] in kept}
@@ -160,12 +219,17 @@ def test_an_interrupted_study_resumes_and_keeps_its_trials(workspace, tmp_path):
 
 
 def test_two_workers_on_sqlite_neither_lose_nor_duplicate_trials(workspace, tmp_path):
-    from flows.tune import study_name, tune_stage
+    from flows.tune import study_name, tune_stage, tuned_sections
 
-    ctx = _context(workspace, {"tune.n_trials": 4, "tune.n_workers": 2, "tune.sampler_seed": 4})
+    overrides = {"tune.n_trials": 4, "tune.n_workers": 2, "tune.sampler_seed": 4, "tune.confirm_top": 0}
+    ctx = _context(workspace, overrides)
     summary = tune_stage(ctx, search=True, storage_url=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert sorted(t["number"] for t in summary["trials"]) == [0, 1, 2, 3]
     assert summary["n_complete"] == 4
+    # Without confirmation the budgeted best is written as it is.
+    doc = yaml.safe_load(ctx.layout.tuned_params.read_text())
+    assert doc["selected"] == f"trial-{summary['best_trial']}" and doc["confirmed"] == []
+    assert doc["values"] == tuned_sections(summary["best_params"])
     _, _, children = _runs(workspace[0], study_name(ctx.params))
     assert sorted(int(c.data.tags["recraft.trial"]) for c in children) == [0, 1, 2, 3]
     assert len({tuple(sorted(t["params"].items())) for t in summary["trials"]}) == 4  # workers sample apart
@@ -193,6 +257,10 @@ def test_the_test_split_is_not_read_before_evaluation(workspace, tmp_path):
     test_file.write_bytes(real)
     result = pipeline(ctx, start="evaluate")
     assert 0.0 <= result["test/accuracy"] <= 1.0
+    # One trial: only the baseline is confirmed, and it is what the pipeline reports.
+    tuned = json.loads((ws / "metrics" / "tune.json").read_text())
+    assert tuned["selected"] == "baseline" and [r["candidate"] for r in tuned["confirmed"]] == ["baseline"]
+    assert result["val/accuracy"] == tuned["confirmed"][0]["val/accuracy"] == tuned["selected_value"]
 
 
 def test_recraft_tune_continues_in_a_prepared_workspace(workspace, tmp_path, monkeypatch):
@@ -212,6 +280,7 @@ def test_recraft_tune_continues_in_a_prepared_workspace(workspace, tmp_path, mon
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "complete" in result.output and "--set use_tuned=true" in result.output
+    assert "confirmed at the full budget" in result.output and "baseline *" in result.output
     assert yaml.safe_load((ws / "params.tuned.yaml").read_text())["best_trial"] == 0
 
     bad = CliRunner().invoke(app, ["tune", "--workdir", str(tmp_path / "x"), "--set", "tune.pruner=sometimes"])

@@ -186,7 +186,9 @@ def test_four_tune_workers_share_one_postgres_study(workspace, postgres_server, 
     root, settings, params = workspace
     storage = postgres_server.create_database("optuna")
     n = 4
-    params = with_values(params, {"tune.n_trials": n, "tune.n_workers": 4, "tune.sampler_seed": 7})
+    params = with_values(
+        params, {"tune.n_trials": n, "tune.n_workers": 4, "tune.sampler_seed": 7, "tune.confirm_top": 0}
+    )
     summary = tune_stage(make_context(params, settings, root / "ws"), search=True, storage_url=storage)
 
     assert sorted(t["number"] for t in summary["trials"]) == list(range(n))
