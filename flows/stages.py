@@ -67,7 +67,7 @@ from flows.params import flatten
 from flows.plots import write_curve
 from flows.progress import step_progress
 from flows.settings import Settings
-from flows.tracking import Tracker
+from flows.tracking import Tracker, runtime_tags
 
 __all__ = [
     "StageContext",
@@ -680,6 +680,7 @@ def evaluate(ctx: StageContext) -> dict:
 
         seconds["evaluate"] = time.perf_counter() - started
         result["seconds"] = seconds
+        result["runtime"] = {k.removeprefix("recraft."): v for k, v in runtime_tags().items()}
         write_json(ctx.layout.metrics("evaluate"), result)
         for path in _evaluation_figures(ctx, meta, result, test, test_scores):
             run.artifact(path, "plots")

@@ -18,7 +18,7 @@ from typing import Any
 from components.errors import UserError
 from flows.settings import Settings
 
-__all__ = ["Tracker", "ClientRun"]
+__all__ = ["Tracker", "ClientRun", "runtime_tags"]
 
 _PIPELINE_TAG = "recraft.pipeline"
 _WORKSPACE_TAG = "recraft.workspace"
@@ -47,6 +47,14 @@ def _first_use_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def runtime_tags() -> dict[str, str]:
+    """What, besides params and seed, decides a CPU run's numbers: the torch build and its thread
+    count (a different count sums floats in another order; the one-epoch DNA fit notices)."""
+    import torch
+
+    return {"recraft.torch": torch.__version__, "recraft.torch_threads": str(torch.get_num_threads())}
 
 
 class Tracker:
@@ -125,7 +133,7 @@ class Tracker:
         child = client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": parent_id, "recraft.stage": name, **tags},
+            tags={"mlflow.parentRunId": parent_id, "recraft.stage": name, **runtime_tags(), **tags},
         )
         self._log_params(client, child.info.run_id, params_flat)
         self.parent_id = parent_id

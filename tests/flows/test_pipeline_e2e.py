@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,8 @@ def test_metrics_json_has_the_contract_keys(e2e_run):
         result["bound/fit"] + result["bound/lipschitz"] * result["bound/fa"] + result["bound/fld"]
     )
     assert set(result["seconds"]) == {"assets", "prepare", "source", "tune", "align", "fit", "evaluate"}
+    # The thread count decides float summation order, so it is recorded with the numbers.
+    assert result["runtime"] == {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
 
 
 def test_mlflow_has_one_parent_with_a_child_per_stage(e2e_run):
@@ -56,6 +59,7 @@ def test_mlflow_has_one_parent_with_a_child_per_stage(e2e_run):
     stages = {r.data.tags["recraft.stage"]: r for r in children}
     assert set(stages) == {"assets", "prepare", "source", "align", "fit", "evaluate"}
     assert stages["fit"].data.params["align.lambda_fa"] == "1.0"
+    assert stages["fit"].data.tags["recraft.torch_threads"] == str(torch.get_num_threads())
     history = client.get_metric_history(stages["align"].info.run_id, "align/fa")
     assert [m.step for m in history] == list(range(ctx.params.align.epochs))
     assert client.get_metric_history(stages["fit"].info.run_id, "val/accuracy")
