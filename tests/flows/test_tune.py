@@ -169,6 +169,29 @@ def test_confirmation_measures_what_the_pipeline_then_reports(workspace, tmp_pat
     assert calls == [] and again["confirmed"] == summary["confirmed"]
 
 
+def test_tuning_on_the_bound_minimises_the_bound_value(workspace, tmp_path):
+    """``tune.target: bound``: every trial's value is its bound (fit + L * FA + FLD), the study
+    minimises it, and the confirmation selects the smallest full-budget bound."""
+    from flows.tune import study_name, tune_stage
+
+    overrides = {"tune.n_trials": 2, "tune.sampler_seed": 6, "tune.target": "bound", "tune.pruner": "none"}
+    ctx = _context(workspace, overrides)
+    summary = tune_stage(ctx, search=True, storage_url=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert summary["direction"] == "minimize" and summary["target"] == "bound"
+    values = {t["number"]: t["value"] for t in summary["trials"]}
+    _, _, children = _runs(workspace[0], study_name(ctx.params))
+    trials = [c for c in children if "recraft.trial" in c.data.tags]
+    assert len(trials) == 2
+    for child in trials:
+        m = child.data.metrics
+        assert m["value"] == pytest.approx(values[int(child.data.tags["recraft.trial"])])
+        assert m["value"] == m["bound/value"]
+        assert m["bound/value"] == pytest.approx(m["bound/fit"] + m["bound/lipschitz"] * m["bound/fa"] + m["bound/fld"])
+    assert summary["best_value"] == min(values.values())
+    assert all(r["value"] == r["bound/value"] for r in summary["confirmed"])
+    assert summary["selected_value"] == min(r["value"] for r in summary["confirmed"])
+
+
 def test_the_selection_keeps_the_baseline_unless_a_candidate_beats_it():
     from flows.tune import _select
 
