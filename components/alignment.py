@@ -25,6 +25,11 @@ class SinkhornNotConverged(UserWarning):
     """Sinkhorn stopped at its iteration cap before reaching its tolerance."""
 
 
+# (eps, max_iter) already reported in this process. Python's own once-per-location registry does
+# not hold here: the catch_warnings block below resets it on every solve, so every step repeated it.
+_REPORTED: set[tuple[float, int]] = set()
+
+
 def entropic_ot(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -77,9 +82,12 @@ def entropic_ot_cost(
         res = ot.solve(cost, a, b, reg=reg, reg_type="KL", max_iter=max_iter, tol=tol, grad="envelope")
     for w in caught:
         if "did not converge" in str(w.message):
+            if (float(eps), max_iter) in _REPORTED:
+                continue
+            _REPORTED.add((float(eps), max_iter))
             warnings.warn(
                 f"Sinkhorn did not converge in {max_iter} iterations (eps={eps}, relative); "
-                "raise align.sinkhorn_iters or align.eps",
+                "raise align.sinkhorn_iters or align.eps (reported once per eps in this process)",
                 SinkhornNotConverged,
                 stacklevel=3,
             )

@@ -52,3 +52,20 @@ def test_fixed_reference_term_matches_full_computation():
     full = sinkhorn_divergence(x, y, eps=0.5, scale=2.0)
     cached = sinkhorn_divergence(x, y, eps=0.5, ot_yy=ot_yy, scale=2.0)
     assert torch.allclose(full, cached)
+
+
+def test_non_convergence_is_reported_once_per_eps():
+    """Two capped solves at one eps warn once (not once per step); another eps warns again."""
+    import warnings
+
+    from components.alignment import SinkhornNotConverged
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(30, 4, generator=g), torch.randn(25, 4, generator=g) + 2.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for eps in (0.0123, 0.0123, 0.0456):
+            entropic_ot(x, y, eps, max_iter=2, tol=1e-12)
+    reported = [str(w.message) for w in caught if issubclass(w.category, SinkhornNotConverged)]
+    assert len(reported) == 2
+    assert "eps=0.0123" in reported[0] and "eps=0.0456" in reported[1]
