@@ -31,6 +31,7 @@ from components.errors import UserError
 from flows.params import flatten, parse_params
 from flows.settings import Settings
 from flows.stages import StageContext
+from flows.tracking import runtime_tags
 
 __all__ = [
     "SPACE",
@@ -207,7 +208,8 @@ def confirm(ctx: StageContext, study, parent_id: str) -> list[dict[str, Any]]:
     ``params.tuned.yaml`` are the best of these full-budget runs on validation data, and the
     baseline (``params.yaml`` as it is) stays when nothing beats it. Each run reproduces the
     pipeline's own ``val/*`` (see :func:`run_trial`). Results are kept in the study's user
-    attributes, so a rerun (or another machine on the same study) does not repeat them.
+    attributes, keyed by device, torch version and thread count, so a rerun (or another machine on
+    the same study) with the same runtime does not repeat them.
 
     Returns:
         One row per candidate, baseline first: ``candidate``, ``trial``, ``budget_value``,
@@ -225,9 +227,13 @@ def confirm(ctx: StageContext, study, parent_id: str) -> list[dict[str, Any]]:
     candidates = [("baseline", baseline_trial, base)]
     candidates += [(f"trial-{t.number}", t, dict(t.params)) for t in searched[: params.tune.confirm_top]]
     tracker = ctx.tracker()
+    # The numbers hold for one device, torch build and thread count (float summation order).
+    tags = runtime_tags()
+    runtime = f"{ctx.device.type}-torch{tags['recraft.torch']}-{tags['recraft.torch_threads']}threads"
     rows = []
     for key, trial, values in candidates:
-        result = study.user_attrs.get(f"confirm/{key}")
+        attr = f"confirm/{key}@{runtime}"
+        result = study.user_attrs.get(attr)
         if result is None:
             run = tracker.trial_run(parent_id, f"confirm-{key}", values, {**ctx.tags, "recraft.confirm": key})
             try:
@@ -239,7 +245,7 @@ def confirm(ctx: StageContext, study, parent_id: str) -> list[dict[str, Any]]:
             run.metrics({k: v for k, v in result.items() if isinstance(v, float)})
             run.tags({"state": "complete"})
             run.end()
-            study.set_user_attr(f"confirm/{key}", result)
+            study.set_user_attr(attr, result)
         rows.append(
             {
                 "candidate": key,

@@ -167,6 +167,13 @@ def test_confirmation_measures_what_the_pipeline_then_reports(workspace, tmp_pat
     monkeypatch.setattr(tune_mod, "run_trial", lambda *a, **k: calls.append(a) or {})
     again = tune_mod.tune_stage(ctx, search=True, storage_url=storage)
     assert calls == [] and again["confirmed"] == summary["confirmed"]
+    # Another thread count sums in another order: its confirmations are measured anew.
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 97)
+    monkeypatch.setattr(tune_mod, "run_trial", lambda *a, **k: calls.append(a) or {"value": 0.5})
+    other = tune_mod.tune_stage(ctx, search=True, storage_url=storage)
+    assert len(calls) == 2 and [r["value"] for r in other["confirmed"]] == [0.5, 0.5]
 
 
 def test_tuning_on_the_bound_minimises_the_bound_value(workspace, tmp_path):
