@@ -220,7 +220,7 @@ def confirm(ctx: StageContext, study, parent_id: str) -> list[dict[str, Any]]:
 
     params = ctx.params
     base = current_values(params)
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     searched = [t for t in complete if t.params != base]
     searched.sort(key=lambda t: t.value, reverse=study.direction == StudyDirection.MAXIMIZE)
     baseline_trial = next((t for t in complete if t.params == base), None)
@@ -236,15 +236,7 @@ def confirm(ctx: StageContext, study, parent_id: str) -> list[dict[str, Any]]:
         result = study.user_attrs.get(attr)
         if result is None:
             run = tracker.trial_run(parent_id, f"confirm-{key}", values, {**ctx.tags, "recraft.confirm": key})
-            try:
-                result = run_trial(ctx, _params_of(params, values), _logger(run), full=True)
-            except BaseException:
-                run.tags({"state": "failed"})
-                run.end("FAILED")
-                raise
-            run.metrics({k: v for k, v in result.items() if isinstance(v, float)})
-            run.tags({"state": "complete"})
-            run.end()
+            result = _tracked(run, ctx, _params_of(params, values), _logger(run), full=True)
             study.set_user_attr(attr, result)
         rows.append(
             {
@@ -256,6 +248,27 @@ def confirm(ctx: StageContext, study, parent_id: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _tracked(run, *args, **kwargs) -> dict[str, Any]:
+    """:func:`run_trial` in its MLflow child ``run``: float results logged, state tagged complete,
+    pruned (run KILLED) or failed, and the run ended either way."""
+    import optuna
+
+    try:
+        result = run_trial(*args, **kwargs)
+    except optuna.TrialPruned:
+        run.tags({"state": "pruned"})
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.tags({"state": "failed"})
+        run.end("FAILED")
+        raise
+    run.metrics({k: v for k, v in result.items() if isinstance(v, float)})
+    run.tags({"state": "complete"})
+    run.end()
+    return result
 
 
 def _logger(run) -> Callable[[int, float], None]:
@@ -348,20 +361,7 @@ def _worker(params_json: str, settings_json: str, root: str, storage_url: str, p
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        try:
-            result = run_trial(ctx, trial_params, report)
-        except optuna.TrialPruned:
-            run.tags({"state": "pruned"})
-            run.end("KILLED")
-            raise
-        except BaseException:
-            run.tags({"state": "failed"})
-            run.end("FAILED")
-            raise
-        run.metrics({k: v for k, v in result.items() if isinstance(v, float)})
-        run.tags({"state": "complete"})
-        run.end()
-        return result["value"]
+        return _tracked(run, ctx, trial_params, report)["value"]
 
     study.optimize(objective, n_trials=n, gc_after_trial=True)
 
