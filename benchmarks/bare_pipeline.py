@@ -23,15 +23,15 @@ import torch
 
 from components import assets as assets_lib
 from components import source as src
-from components.alignment import entropic_ot
 from components.bodies import load_body, load_tokenizer, resolve_body
+from components.bound import bound_terms
 from components.config import Params
 from components.data import CLASSIFICATION
 from components.methods import get_method
 from components.metrics import compute_metrics
 from components.model import CrossModalModel, build_embedder, head_outputs
 from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
-from components.training import AlignReference, align_embedder, alignment_terms, fit_model, predict_scores
+from components.training import AlignReference, align_embedder, fit_model, predict_scores
 
 DEVICE = torch.device("cpu")
 
@@ -66,27 +66,16 @@ def _source(p: Params, body_dir: Path, corpus_dir: Path, body) -> tuple[AlignRef
     train = src.SourceBatch(batch.input_ids[n_val:], batch.mask[n_val:], batch.labels[n_val:])
     head, _ = src.train_source_head(
         body, train, val, len(classes), cfg.epochs, cfg.hinge_epochs, cfg.lr, cfg.batch_size,
-        cfg.tau, cfg.rho, p.seed, cfg.balanced, cfg.hinge_steps,
+        cfg.tau, cfg.rho, p.seed, cfg.balanced, cfg.hinge_steps, cfg.tau_quantile,
     )  # fmt: skip
-    return AlignReference(cloud, head, batch.labels.long()), src.max_grad_norm(body, head, val)
+    return AlignReference(cloud, head, batch.labels.long()), src.lipschitz_constants(body, head, val)["pooled"]
 
 
-def _bound(p: Params, model: CrossModalModel, ref: AlignReference, body_dir: Path, val) -> dict[str, float]:
-    """``bound/fa`` and ``bound/fld`` of the fine-tuned embedder on validation data."""
-    pretrained = load_body(body_dir).eval()
-    cfg = p.align
-    ot_yy = entropic_ot(ref.cloud, ref.cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
-    x, y = torch.from_numpy(val.x), torch.from_numpy(val.groups)
+def _bound(p: Params, model: CrossModalModel, ref: AlignReference, body_dir: Path, val, fit_loss: float, lip: float):
+    """The bound's terms of the fine-tuned embedder on validation data, as the evaluate stage."""
     mask = None if val.mask is None else torch.from_numpy(val.mask)
-    fa = fld = 0.0
-    with torch.no_grad():
-        for i in range(0, len(y), cfg.batch_size):
-            rows = slice(i, i + cfg.batch_size)
-            m = None if mask is None else mask[rows]
-            terms = alignment_terms(model.embedder, pretrained, ref, x[rows], y[rows], cfg, ot_yy, mask=m)
-            share = len(y[rows]) / len(y)
-            fa, fld = fa + terms["fa"].item() * share, fld + terms["fld"].item() * share
-    return {"bound/fa": fa, "bound/fld": fld}
+    x, y = torch.from_numpy(val.x), torch.from_numpy(val.groups)
+    return bound_terms(model.embedder, load_body(body_dir).eval(), ref, x, y, mask, p.align, fit_loss, lip)
 
 
 def _scores(model: CrossModalModel, split, task_type: str, name: str) -> dict[str, float]:
@@ -129,8 +118,8 @@ def run(p: Params, workdir: Path, cache: Path) -> dict:
 
     _seed(p.seed)
     cfg = {"input_shape": list(train.x.shape[1:]), "d": body.hidden_size, "max_tokens": p.model.max_tokens}
-    cfg |= {"overlap": p.model.overlap, "motif_kernel": p.model.motif_kernel}
-    embedder = build_embedder(cfg, body.position_embeddings)
+    cfg |= {"overlap": p.model.overlap, "motif_kernel": p.model.motif_kernel, "init": p.model.embedder_init}
+    embedder = build_embedder(cfg, body)
     if method.objective is not None and p.align.epochs > 0:
         mask = None if train.mask is None else torch.from_numpy(train.mask)
         x, groups = torch.from_numpy(train.x), torch.from_numpy(train.groups)
@@ -139,7 +128,7 @@ def run(p: Params, workdir: Path, cache: Path) -> dict:
 
     _seed(p.seed)  # then the same random draws as the fit stage: a fresh embedder, then the head
     fit_body = load_body(body_dir)
-    aligned, embedder = embedder, build_embedder(cfg, fit_body.position_embeddings)
+    aligned, embedder = embedder, build_embedder(cfg, fit_body)
     embedder.load_state_dict(aligned.state_dict())
     n_out = head_outputs(spec.task_type, list(train.y.shape[1:]), n_classes)
     model = CrossModalModel(embedder, fit_body, n_out, spec.task_type, tuple(train.y.shape[1:]))
@@ -148,7 +137,7 @@ def run(p: Params, workdir: Path, cache: Path) -> dict:
     lap("fit")
 
     result = _scores(model, test, spec.task_type, "test") | _scores(model, val, spec.task_type, "val")
-    result |= _bound(p, model, ref, body_dir, val) | {"bound/lipschitz": lipschitz}
+    result |= _bound(p, model, ref, body_dir, val, result["val/loss"], lipschitz)
     lap("evaluate")
     return {"seconds": seconds, "metric": spec.metric, **result}
 

@@ -14,11 +14,12 @@ use the envelope theorem (the plan at convergence), so memory does not grow with
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 
-__all__ = ["entropic_ot", "entropic_ot_cost", "sinkhorn_divergence", "SinkhornNotConverged"]
+__all__ = ["entropic_ot", "entropic_ot_cost", "self_entropic_ot", "sinkhorn_divergence", "SinkhornNotConverged"]
 
 
 class SinkhornNotConverged(UserWarning):
@@ -82,18 +83,71 @@ def entropic_ot_cost(
         res = ot.solve(cost, a, b, reg=reg, reg_type="KL", max_iter=max_iter, tol=tol, grad="envelope")
     for w in caught:
         if "did not converge" in str(w.message):
-            if (float(eps), max_iter) in _REPORTED:
-                continue
-            _REPORTED.add((float(eps), max_iter))
-            warnings.warn(
-                f"Sinkhorn did not converge in {max_iter} iterations (eps={eps}, relative); "
-                "raise align.sinkhorn_iters or align.eps (reported once per eps in this process)",
-                SinkhornNotConverged,
-                stacklevel=3,
-            )
+            _report_not_converged(eps, max_iter)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return res.value
+
+
+def self_entropic_ot(
+    cost: torch.Tensor,
+    eps: float,
+    max_iter: int = 200,
+    rtol: float = 1e-6,
+    scale: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``OT_eps(a, a)`` for a symmetric (n, n) ``cost`` and uniform ``a``: the debiasing terms.
+
+    The symmetric problem has one potential ``f`` (``g = f``), found by the averaged fixed point
+    ``f <- (f + T(f)) / 2`` with ``T(f)_i = -eps' log sum_j a_j exp((f_j - C_ij) / eps')``
+    (Feydy et al. 2019), which converges in tens of iterations where plain Sinkhorn needs
+    thousands on a large cloud. The value is the dual ``2 <a, f>``. It stops when the value changes
+    by less than ``rtol`` (relative) between iterations: the divergence's value is what the loss
+    and the bound use, so that is what the rule watches. The gradient w.r.t. ``cost`` is the plan
+    ``P_ij = a_i a_j exp((f_i + f_j - C_ij) / eps')`` (envelope theorem), as for :func:`entropic_ot`.
+
+    Args:
+        cost: (n, n) symmetric cost; dtype and device are taken from it.
+        eps: entropic regularisation, relative to ``scale`` (``None``: the mean cost).
+        max_iter: iteration cap; a :class:`SinkhornNotConverged` warning says when it is hit.
+        rtol: stopping threshold on the relative change of the value.
+
+    Returns:
+        Scalar tensor, differentiable w.r.t. ``cost``.
+    """
+    if scale is None:
+        scale = cost.detach().mean().clamp_min(1e-12)
+    reg = float(eps * scale)
+    c = cost.detach()
+    n = c.shape[0]
+    log_a = torch.full((n,), -math.log(n), dtype=c.dtype, device=c.device)
+    f = torch.zeros(n, dtype=c.dtype, device=c.device)
+    value = None
+    for _ in range(max_iter):
+        t = -reg * torch.logsumexp(log_a[None, :] + (f[None, :] - c) / reg, dim=1)
+        f = 0.5 * (f + t)
+        new = 2.0 * float(f.mean())
+        if value is not None and abs(new - value) <= rtol * max(abs(new), 1e-12):
+            value = new
+            break
+        value = new
+    else:
+        _report_not_converged(eps, max_iter)
+    f = -reg * torch.logsumexp(log_a[None, :] + (f[None, :] - c) / reg, dim=1)  # one exact half-step
+    plan = torch.exp(log_a[:, None] + log_a[None, :] + (f[:, None] + f[None, :] - c) / reg)
+    return 2.0 * f.mean() + (plan * (cost - c)).sum()
+
+
+def _report_not_converged(eps: float, max_iter: int) -> None:
+    if (float(eps), max_iter) in _REPORTED:
+        return
+    _REPORTED.add((float(eps), max_iter))
+    warnings.warn(
+        f"Sinkhorn did not converge in {max_iter} iterations (eps={eps}, relative); "
+        "raise align.sinkhorn_iters or align.eps (reported once per eps in this process)",
+        SinkhornNotConverged,
+        stacklevel=3,
+    )
 
 
 def sinkhorn_divergence(
@@ -119,6 +173,6 @@ def sinkhorn_divergence(
     if scale is None:
         scale = ot.dist(x.detach(), y.detach()).mean().clamp_min(1e-12)
     xy = entropic_ot(x, y, eps, max_iter, tol, scale)
-    xx = entropic_ot(x, x, eps, max_iter, tol, scale)
-    yy = entropic_ot(y, y, eps, max_iter, tol, scale) if ot_yy is None else ot_yy
+    xx = self_entropic_ot(ot.dist(x, x), eps, max_iter, scale=scale)
+    yy = self_entropic_ot(ot.dist(y, y), eps, max_iter, scale=scale) if ot_yy is None else ot_yy
     return xy - 0.5 * (xx + yy)

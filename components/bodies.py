@@ -75,6 +75,23 @@ class Body(nn.Module):
         """(max_positions, d) learned position embeddings, to initialise target embedders."""
         return self.model.embeddings.position_embeddings.weight
 
+    @property
+    def input_norm(self) -> nn.LayerNorm:
+        """The LayerNorm that ``theta`` applies to word + position (+ token type) embeddings."""
+        return self.model.embeddings.LayerNorm
+
+    @property
+    def input_positions(self) -> torch.Tensor:
+        """(P, d) what ``theta`` adds to a word embedding at each position before its LayerNorm:
+        the position embeddings from the body's first position id (RoBERTa/MPNet start after
+        the padding index) plus, where the body has them, the token-type-0 embedding."""
+        emb = self.model.embeddings
+        start = emb.padding_idx + 1 if getattr(emb, "padding_idx", None) is not None else 0
+        positions = emb.position_embeddings.weight[start:]
+        if getattr(emb, "token_type_embeddings", None) is not None:
+            positions = positions + emb.token_type_embeddings.weight[0]
+        return positions.detach()
+
     def embed(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``theta``: (B, T) token ids to (B, T, d) input embeddings ``u``."""
         del mask  # word + position embeddings do not depend on the mask

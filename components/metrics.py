@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["METRICS", "HIGHER_IS_BETTER", "compute_metrics", "metrics_for", "confusion_matrix"]
+__all__ = ["METRICS", "HIGHER_IS_BETTER", "compute_metrics", "metrics_for", "confusion_matrix", "is_collapsed"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -100,6 +100,20 @@ def nrmse(pred: np.ndarray, y: np.ndarray) -> float:
     t = y.astype(np.float64).reshape(len(y), y.shape[1], -1)
     err = np.sqrt(((p - t) ** 2).mean(-1))
     return float((err / np.maximum(np.sqrt((t**2).mean(-1)), 1e-12)).mean())
+
+
+def is_collapsed(task_type: str, scores: np.ndarray) -> bool:
+    """Whether a model gives (almost) the same prediction for every input.
+
+    Classification: one argmax class for all samples (multi-label: one 0/1 pattern). Regression
+    and fields: the predictions' spread across samples is below 1e-6 of their magnitude.
+    """
+    if task_type in ("binary", "multiclass"):
+        return len(np.unique(scores.argmax(axis=1))) == 1
+    if task_type == "multilabel":
+        return len(np.unique(scores > 0, axis=0)) == 1
+    flat = scores.reshape(len(scores), -1)
+    return bool(flat.std(axis=0).max() <= 1e-6 * max(float(np.abs(flat).mean()), 1e-12))
 
 
 def confusion_matrix(scores: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:

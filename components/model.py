@@ -21,7 +21,9 @@ __all__ = [
     "patch_size",
     "grid_patch_size",
     "CrossModalModel",
+    "EMBEDDER_INITS",
     "build_embedder",
+    "init_from_body",
     "head_outputs",
 ]
 
@@ -42,8 +44,12 @@ def grid_patch_size(height: int, width: int, max_tokens: int) -> int:
 class SequenceEmbedder(nn.Module):
     """``phi`` for sequences: (B, C, L) -> (B, T, d) token embeddings, T = ceil(L / s).
 
-    Conv1d(C, d, stride=s) patches the sequence, LayerNorm puts the tokens on the scale the body
-    expects, and position embeddings initialised from the body's say where each patch is. With
+    Conv1d(C, d, stride=s) patches the sequence; position embeddings initialised from the body's
+    say where each patch is; a LayerNorm puts the tokens on the scale the body expects. With
+    ``pos_in_norm`` (the default) the tokens are ``LayerNorm(conv(x) + pos)``, the body's own
+    ``LayerNorm(word + position)`` with the convolution in place of the word embeddings, and
+    :func:`init_from_body` copies the body's LayerNorm and positions into it; otherwise they are
+    ``LayerNorm(conv(x)) + pos`` (fresh LayerNorm, tokens ~sqrt(d) from the origin). With
     ``overlap=1`` the kernel equals the stride (ORCA's patching); ``overlap=k`` widens the kernel to
     ``k * s`` centred on each patch, so a motif that straddles a patch boundary is still seen whole.
 
@@ -56,6 +62,7 @@ class SequenceEmbedder(nn.Module):
         overlap: kernel size as a multiple of the stride.
         motif_kernel: if set, a stride-1 convolution of this width followed by max-pooling over
             each patch replaces the strided patching (``overlap`` is then unused).
+        pos_in_norm: add the positions before the LayerNorm (as the body does) or after it.
     """
 
     def __init__(
@@ -67,8 +74,10 @@ class SequenceEmbedder(nn.Module):
         positions: torch.Tensor,
         overlap: int = 1,
         motif_kernel: int | None = None,
+        pos_in_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.pos_in_norm = pos_in_norm
         self.stride = patch_size(length, max_tokens)
         self.n_tokens = math.ceil(length / self.stride)
         self.length = length
@@ -115,7 +124,7 @@ class SequenceEmbedder(nn.Module):
         if self.motif_kernel is not None:
             h = nn.functional.max_pool1d(h, self.stride)
         u = h.transpose(1, 2)  # (B, T, d)
-        return self.norm(u) + self.pos
+        return self.norm(u + self.pos) if self.pos_in_norm else self.norm(u) + self.pos
 
     def fold(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, C_out * s) per-token outputs -> (B, C_out, L) on the input's steps."""
@@ -128,11 +137,22 @@ class GridEmbedder(nn.Module):
     """``phi`` for grids: (B, C, H, W) -> (B, T, d) with square patches, T = ceil(H/p) * ceil(W/p).
 
     Conv2d(C, d, kernel=stride=p) patches the grid (zero-padded at the bottom and right edges),
-    then LayerNorm and position embeddings initialised from the body's (row-major patch order).
+    then LayerNorm and position embeddings initialised from the body's (row-major patch order);
+    ``pos_in_norm`` as for :class:`SequenceEmbedder`.
     """
 
-    def __init__(self, in_channels: int, height: int, width: int, d: int, max_tokens: int, positions: torch.Tensor):
+    def __init__(
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        d: int,
+        max_tokens: int,
+        positions: torch.Tensor,
+        pos_in_norm: bool = False,
+    ):
         super().__init__()
+        self.pos_in_norm = pos_in_norm
         self.in_channels, self.height, self.width = in_channels, height, width
         self.patch = grid_patch_size(height, width, max_tokens)
         self.rows, self.cols = math.ceil(height / self.patch), math.ceil(width / self.patch)
@@ -158,7 +178,7 @@ class GridEmbedder(nn.Module):
         p = self.patch
         x = nn.functional.pad(x, (0, self.cols * p - self.width, 0, self.rows * p - self.height))
         u = self.proj(x).flatten(2).transpose(1, 2)  # (B, T, d), row-major patches
-        return self.norm(u) + self.pos
+        return self.norm(u + self.pos) if self.pos_in_norm else self.norm(u) + self.pos
 
     def fold(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, C_out * p * p) per-token outputs -> (B, C_out, H, W)."""
@@ -168,14 +188,52 @@ class GridEmbedder(nn.Module):
         return t[..., : self.height, : self.width]
 
 
-def build_embedder(cfg: dict, positions: torch.Tensor) -> SequenceEmbedder | GridEmbedder:
-    """The embedder an embedder config describes (``input_shape`` of length 2: sequence; 3: grid)."""
-    shape = cfg["input_shape"]
+EMBEDDER_INITS = ("body", "fresh")
+
+
+def build_embedder(cfg: dict, body: Body | None = None) -> SequenceEmbedder | GridEmbedder:
+    """The embedder an embedder config describes (``input_shape`` of length 2: sequence; 3: grid).
+
+    ``cfg["init"]``: ``"body"`` puts the positions inside the LayerNorm and, given ``body``, copies
+    the body's embedding LayerNorm and positions (:func:`init_from_body`); ``"fresh"`` (and configs
+    saved before the key existed) keeps a fresh LayerNorm with the body's positions added after it.
+    Without ``body`` the weights are placeholders, to be overwritten by a checkpoint.
+    """
+    shape, init = cfg["input_shape"], cfg.get("init", "fresh")
+    if init not in EMBEDDER_INITS:
+        raise ValueError(f"unknown embedder init {init!r}; choices: {', '.join(EMBEDDER_INITS)}")
+    inside = init == "body"
+    positions = torch.zeros(cfg["max_tokens"], cfg["d"]) if body is None else body.position_embeddings
     if len(shape) == 3:
-        return GridEmbedder(shape[0], shape[1], shape[2], cfg["d"], cfg["max_tokens"], positions)
-    return SequenceEmbedder(
-        shape[0], shape[1], cfg["d"], cfg["max_tokens"], positions, cfg["overlap"], motif_kernel=cfg["motif_kernel"]
-    )
+        emb = GridEmbedder(shape[0], shape[1], shape[2], cfg["d"], cfg["max_tokens"], positions, pos_in_norm=inside)
+    else:
+        emb = SequenceEmbedder(
+            shape[0],
+            shape[1],
+            cfg["d"],
+            cfg["max_tokens"],
+            positions,
+            cfg["overlap"],
+            motif_kernel=cfg["motif_kernel"],
+            pos_in_norm=inside,
+        )
+    if inside and body is not None:
+        init_from_body(emb, body)
+    return emb
+
+
+@torch.no_grad()
+def init_from_body(embedder: SequenceEmbedder | GridEmbedder, body: Body) -> None:
+    """Copy the body's input LayerNorm (gamma, beta) and its positions (with the token-type-0
+    embedding folded in) into ``embedder``, as ORCA's and RECRAFT's released codes do.
+
+    Target tokens then start on the scale of the body's own input embeddings (norm ~3 for
+    MiniLM) instead of ~sqrt(d) from a fresh LayerNorm, and stage 1 does not spend itself
+    closing that gap.
+    """
+    norm, positions = body.input_norm, body.input_positions
+    embedder.norm.load_state_dict(norm.state_dict())
+    embedder.pos.copy_(positions[: embedder.n_tokens])
 
 
 def head_outputs(task_type: str, target_shape: list[int], n_classes: int) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from components.alignment import entropic_ot_cost
+from components.alignment import entropic_ot_cost, self_entropic_ot
 
 __all__ = ["LabelledCloud", "bures_wasserstein_sq", "label_distances", "otdd", "psd_sqrt"]
 
@@ -133,7 +133,7 @@ def otdd(
     if scale is None or ot_ss is None:
         self_cost = source.self_cost()
         scale = float(self_cost.mean()) if scale is None else scale
-        ot_ss = entropic_ot_cost(self_cost, eps, max_iter, scale=scale) if ot_ss is None else ot_ss
+        ot_ss = self_entropic_ot(self_cost, eps, max_iter, scale=scale) if ot_ss is None else ot_ss
     x = x.to(source.points.dtype)
     feats = torch.cdist(source.points, x).pow(2)  # (n, B)
     total = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -144,6 +144,6 @@ def otdd(
         cost_xy = feats[:, rows] + label_distances(source, u)[source.labels].unsqueeze(1)
         cost_yy = torch.cdist(u, u).pow(2)  # same class: the label term is 0
         ot_xy = entropic_ot_cost(cost_xy, eps, max_iter, scale=scale)
-        ot_yy = entropic_ot_cost(cost_yy, eps, max_iter, scale=scale)
+        ot_yy = self_entropic_ot(cost_yy, eps, max_iter, scale=scale)
         total = total + (count / len(labels)) * (ot_xy - 0.5 * (ot_ss + ot_yy))
     return total

@@ -37,7 +37,7 @@ def load_model_dir(directory: str | Path) -> CrossModalModel:
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise CheckpointError(f"{directory} is not a recraft model directory: {exc}") from exc
     body = load_body(directory / "body", pretrained=False)
-    embedder = build_embedder(emb, torch.zeros(body.max_positions, emb["d"]))
+    embedder = build_embedder(emb)
     model = CrossModalModel(embedder, body, config["n_out"], config["task_type"], tuple(config["target_shape"]))
     model.masked = bool(config.get("masked", False))
     load_checkpoint(directory, model, {"kind": "cross_modal_model"})

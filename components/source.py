@@ -30,7 +30,7 @@ __all__ = [
     "per_sample_grad_norms",
     "pooled_features",
     "balanced_accuracy",
-    "max_grad_norm",
+    "lipschitz_constants",
 ]
 
 
@@ -146,11 +146,12 @@ def train_source_head(
     hinge_epochs: int,
     lr: float,
     batch_size: int,
-    tau: float,
+    tau: float | None,
     rho: float,
     seed: int,
     balanced: bool = True,
     hinge_steps: int | None = None,
+    tau_quantile: float = 0.5,
 ) -> tuple[nn.Linear, list[dict[str, float]]]:
     """Train ``h_s = Linear(d, C_s)`` on mean-pooled ``g(theta(x))`` of the frozen body.
 
@@ -160,13 +161,16 @@ def train_source_head(
     the body.
 
     Args:
+        tau: hinge threshold; ``None`` calibrates it to the body: the ``tau_quantile`` quantile of
+            the per-sample norms measured on the training sentences when the hinge starts (a
+            fixed tau of 0.4 is never reached on MiniLM, whose norms are 4-7, and flattens the head).
         balanced: weight the cross-entropy by inverse class frequency.
         hinge_steps: cap on minibatches per hinge epoch (each costs a double backward through
             the body); ``None`` runs full epochs.
 
     Returns:
-        The head and one dict per epoch (``train_loss``, ``hinge``, ``max_grad_norm``,
-        ``val_accuracy``, ``val_balanced_accuracy``).
+        The head and one dict per epoch (``train_loss``, ``hinge``, ``max_grad_norm`` and
+        ``mean_grad_norm`` of the hinge's samples, ``tau``, ``val_accuracy``, ``val_balanced_accuracy``).
     """
     gen = torch.Generator().manual_seed(seed)
     head = nn.Linear(body.hidden_size, n_classes)
@@ -187,8 +191,11 @@ def train_source_head(
     n = len(train.labels)
     for epoch in range(epochs):
         use_hinge = epoch >= epochs - hinge_epochs
+        if use_hinge and tau is None:  # calibrate once, on the head as the hinge finds it
+            norms = _grad_norms(body, head, train, batch_size)
+            tau = float(torch.quantile(norms, tau_quantile))
         perm = torch.randperm(n, generator=gen)
-        tot_loss = tot_hinge = max_norm = 0.0
+        tot_loss = tot_hinge = max_norm = sum_norm = 0.0
         for step, start in enumerate(range(0, n, batch_size)):
             if use_hinge and hinge_steps is not None and step >= hinge_steps:
                 break
@@ -200,6 +207,7 @@ def train_source_head(
                 loss = (w * losses).sum() / w.sum() + hinge
                 tot_hinge += hinge.item() * len(idx)
                 max_norm = max(max_norm, norms.max().item())
+                sum_norm += norms.sum().item()
             else:
                 loss = nn.functional.cross_entropy(head(feats[idx]), train.labels[idx], weight=weight)
             opt.zero_grad(set_to_none=True)
@@ -214,11 +222,24 @@ def train_source_head(
                 "train_loss": tot_loss / seen,
                 "hinge": tot_hinge / seen,
                 "max_grad_norm": max_norm,
+                "mean_grad_norm": sum_norm / seen if use_hinge else 0.0,
+                "tau": tau if use_hinge else 0.0,
                 "val_accuracy": (pred == val.labels).float().mean().item(),
                 "val_balanced_accuracy": balanced_accuracy(pred, val.labels, n_classes),
             }
         )
     return head, history
+
+
+def _grad_norms(body: Body, head: nn.Module, batch: SourceBatch, chunk: int) -> torch.Tensor:
+    """(N,) per-sample ``||grad_u loss_i||`` of the whole batch, detached (calibrates tau)."""
+    u_all = source_cloud_tokens(body, batch)
+    out = []
+    for i in range(0, len(batch.labels), chunk):
+        sl = slice(i, i + chunk)
+        _, norms = per_sample_grad_norms(body, head, u_all[sl], batch.mask[sl], batch.labels[sl])
+        out.append(norms.detach())
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -244,12 +265,25 @@ def balanced_accuracy(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) 
 
 
 @torch.no_grad()
-def max_grad_norm(body: Body, head: nn.Module, batch: SourceBatch, chunk: int = 128) -> float:
-    """``bound/lipschitz``: the largest per-sample ``||grad_u loss||`` over a source batch."""
-    best = 0.0
+def lipschitz_constants(body: Body, head: nn.Module, batch: SourceBatch, chunk: int = 128) -> dict[str, float]:
+    """The source loss's largest per-sample gradient norms over a batch, in two geometries.
+
+    - ``token``: ``||grad_u loss_i||`` over the whole (T, d) token tensor (what the hinge bounds).
+    - ``pooled``: ``||sum_t grad_{u_t} loss_i||``, the gradient w.r.t. one shift ``delta`` added to
+      every real token. Shifting all tokens by ``delta`` moves the pooled feature by ``delta``, so
+      this is the Lipschitz constant in the space where FA's clouds live, the one ``bound/value``
+      multiplies with a transport distance. ``pooled <= sqrt(T) * token`` (Cauchy-Schwarz).
+    """
+    best = {"token": 0.0, "pooled": 0.0}
     for i in range(0, len(batch.labels), chunk):
+        mask = batch.mask[i : i + chunk]
         with torch.enable_grad():
-            u = body.embed(batch.input_ids[i : i + chunk])
-            _, norms = per_sample_grad_norms(body, head, u, batch.mask[i : i + chunk], batch.labels[i : i + chunk])
-        best = max(best, norms.max().item())
+            u = body.embed(batch.input_ids[i : i + chunk]).detach().requires_grad_(True)
+            with sdpa_kernel(SDPBackend.MATH):
+                logits = head(masked_mean(body(u, mask), mask))
+                losses = nn.functional.cross_entropy(logits, batch.labels[i : i + chunk], reduction="none")
+            (grad,) = torch.autograd.grad(losses.sum(), u)
+        grad = grad * mask.unsqueeze(-1).to(grad.dtype)  # padded tokens are not shifted
+        best["token"] = max(best["token"], grad.flatten(1).norm(dim=1).max().item())
+        best["pooled"] = max(best["pooled"], grad.sum(dim=1).norm(dim=1).max().item())
     return best

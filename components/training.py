@@ -7,6 +7,7 @@ Loops report each epoch through an ``on_epoch(epoch, metrics)`` callback, so tra
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.alignment import entropic_ot, entropic_ot_cost, sinkhorn_divergence
+from components.alignment import self_entropic_ot, sinkhorn_divergence
 from components.bodies import Body, masked_mean
 from components.checkpoints import TrainingCheckpoint, load_optimizer_state, optimizer_state
 from components.config import AlignParams, FitParams
@@ -33,6 +34,7 @@ __all__ = [
     "align_embedder",
     "align_steps",
     "alignment_terms",
+    "ot_dist",
     "fit_model",
     "fit_steps",
     "predict_scores",
@@ -82,6 +84,13 @@ class AlignReference:
 
 
 OBJECTIVES = ("fa", "otdd", "recraft")
+
+
+def ot_dist(x: torch.Tensor) -> torch.Tensor:
+    """(n, n) squared Euclidean distances within a cloud (n, d)."""
+    import ot
+
+    return ot.dist(x, x)
 
 
 def _autocast(device: torch.device):
@@ -195,6 +204,33 @@ def fit_steps(n: int, cfg: FitParams) -> tuple[int, int]:
     return steps, max(cfg.epochs, -(-cfg.min_steps // steps))
 
 
+def _class_members(labels: torch.Tensor) -> list[torch.Tensor]:
+    """Indices of each class (or pseudo-label) of ``labels`` (N,), in class order."""
+    return [torch.nonzero(labels == k).flatten() for k in torch.unique(labels)]
+
+
+def _draw(
+    members: list[torch.Tensor] | None, perm: torch.Tensor, step: int, cfg: AlignParams, gen: torch.Generator
+) -> torch.Tensor:
+    """One stage-1 batch: ``cfg.per_class`` samples of every class (all of a smaller class), or,
+    without ``members``, the ``step``-th slice of the epoch's permutation."""
+    if members is None:
+        return perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+    return torch.cat([m[torch.randperm(len(m), generator=gen)[: cfg.per_class]] for m in members])
+
+
+def _normalisers(objective: str, cfg: AlignParams, n_source_classes: int) -> dict[str, float | None]:
+    """Fixed divisors of each stage-1 term in a joint step (``None``: the term's first value).
+
+    FA is divided by its value at the first step; FLD by ``ln C_s``, its range. A term divided by
+    its running magnitude instead gets a gradient that grows like 1/|term| when the term nears 0
+    (the ``mi`` FLD does), and drowns the other term under Adam. One-term steps are not scaled.
+    """
+    if objective != "recraft" or cfg.schedule != "joint" or min(cfg.lambda_fa, cfg.lambda_fld) == 0:
+        return {}
+    return {"fa": None, "fld": math.log(n_source_classes)}
+
+
 def align_embedder(
     embedder: nn.Module,
     body: Body,
@@ -211,21 +247,25 @@ def align_embedder(
     on_step: OnStep = _no_step,
     objective: str = "recraft",
 ) -> list[dict[str, float]]:
-    """Stage 1: minimise ``lambda_fa * FA + lambda_fld * FLD`` over ``phi`` only.
+    """Stage 1: minimise the method's alignment objective over ``phi`` only.
 
-    ``objective`` picks the method's stage 1 (:data:`OBJECTIVES`): ``recraft`` (the weighted
-    sum), ``fa`` (FA alone) or ``otdd`` (ORCA's OTDD, :mod:`components.otdd`; needs ``ref.labels``).
+    ``objective`` picks the method's stage 1 (:data:`OBJECTIVES`): ``recraft``
+    (``lambda_fa * FA + lambda_fld * FLD``), ``fa`` (FA alone) or ``otdd`` (ORCA's OTDD,
+    :mod:`components.otdd`; needs ``ref.labels``).
 
     The body and the source head are frozen (``requires_grad=False``). In the ``joint`` schedule
-    each term is divided by a running mean of its own magnitude before weighting, so a term with
-    small gradients is not swamped by the other under Adam (see DESIGN.md, calibration probe).
-    In the ``sequential`` schedule the first half of the epochs minimises FA, the second FLD.
+    each step minimises ``lambda_fa * FA / FA_0 + lambda_fld * FLD / ln C_s`` (fixed normalisers,
+    see :func:`_normalisers`); in the ``sequential`` schedule (the released code's) the first
+    half of the epochs minimises FA, the second FLD. With ``cfg.per_class`` every step draws that
+    many samples of each class (pseudo-label), so class-conditional terms (FLD, OTDD's Gaussians)
+    see every class; otherwise steps walk a shuffled epoch in batches of ``cfg.batch_size``.
 
     With ``checkpoint``, the loop saves its state every ``checkpoint_every`` steps and after each
     epoch, and a re-run resumes from it with bit-identical results (on CPU).
 
     Returns:
-        One dict per epoch: mean ``fa``, ``fld`` and ``loss`` over the epoch's steps.
+        One dict per epoch: mean ``fa``, ``fld`` (or ``otdd``) and ``loss`` over the epoch's steps,
+        and the first step's ``first_<term>`` values, so each term's decrease can be read off.
     """
     gen = torch.Generator().manual_seed(seed)
     for module in (body, ref.head):
@@ -239,22 +279,24 @@ def align_embedder(
         raise ValueError(f"unknown stage-1 objective {objective!r}; choices: {', '.join(OBJECTIVES)}")
     ref = AlignReference(cloud, ref.head, None if ref.labels is None else ref.labels.to(device))
     if objective == "otdd":
-        ot_yy = entropic_ot_cost(ref.labelled.self_cost(), cfg.eps, cfg.sinkhorn_iters, scale=ref.otdd_scale)
+        ot_yy = self_entropic_ot(ref.labelled.self_cost(), cfg.eps, cfg.sinkhorn_iters, scale=ref.otdd_scale)
     else:
-        ot_yy = entropic_ot(cloud, cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
+        ot_yy = self_entropic_ot(ot_dist(cloud), cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
     ot_yy = ot_yy.detach()
-    scale: dict[str, torch.Tensor | None] = {"fa": None, "fld": None, "otdd": None}
+    norms = _normalisers(objective, cfg, ref.head.out_features)
+    members = _class_members(labels) if cfg.per_class is not None else None
     n = len(labels)
     steps, _ = align_steps(n, cfg)
     history: list[dict[str, float]] = []
     state = _Resumable(checkpoint, checkpoint_every, gen, {"embedder": embedder}, opt)
-    progress = {"epoch": 0, "step": 0, "sums": None}
-    perm = None
+    progress = {"epoch": 0, "step": 0, "sums": None, "first": {}}
+    perm = torch.empty(0, dtype=torch.long)
     if (restored := state.restore()) is not None:
         progress, extra = restored
         history = progress["history"]
-        perm = extra.get("perm")
-        scale = {k: extra[f"scale.{k}"].to(device) if f"scale.{k}" in extra else None for k in scale}
+        perm = extra.get("perm", perm)
+        norms.update({k[6:]: float(v) for k, v in extra.items() if k.startswith("scale.")})
+    first: dict[str, float] = progress.get("first", {})
     global_step = progress["epoch"] * steps + progress["step"]
     for epoch in range(progress["epoch"], cfg.epochs):
         if objective != "recraft":
@@ -264,11 +306,11 @@ def align_embedder(
         else:
             need = tuple(t for t, lam in (("fa", cfg.lambda_fa), ("fld", cfg.lambda_fld)) if lam > 0)
         resuming = epoch == progress["epoch"] and progress["step"] > 0
-        if not resuming:
+        if not resuming and members is None:
             perm = torch.randperm(n, generator=gen)
         sums = progress["sums"] if resuming else {"fa": 0.0, "fld": 0.0, "otdd": 0.0, "loss": 0.0}
         for step in range(progress["step"] if resuming else 0, steps):
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = _draw(members, perm, step, cfg, gen)
             with _autocast(device):
                 terms = alignment_terms(
                     embedder,
@@ -284,27 +326,32 @@ def align_embedder(
             loss = torch.zeros((), device=device)
             for name, value in terms.items():
                 lam = {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld}.get(name, 1.0) if objective == "recraft" else 1.0
-                mag = value.detach().abs().clamp_min(1e-6)
-                scale[name] = mag if scale[name] is None else 0.9 * scale[name] + 0.1 * mag
-                norm = scale[name] if cfg.schedule == "joint" and len(terms) > 1 else 1.0
-                loss = loss + lam * value / norm
+                first.setdefault(name, value.item())
+                if name in norms and norms[name] is None:  # FA_0: its first value, fixed from here on
+                    norms[name] = max(abs(value.item()), 1e-12)
+                loss = loss + lam * value / norms.get(name, 1.0)
                 sums[name] += value.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sums["loss"] += loss.item()
             global_step += 1
-            extra = {"perm": perm} | {f"scale.{k}": v for k, v in scale.items() if v is not None}
-            progress = {"epoch": epoch, "step": step + 1, "sums": sums, "history": history}
+            extra = {"perm": perm} | _scale_tensors(norms)
+            progress = {"epoch": epoch, "step": step + 1, "sums": sums, "history": history, "first": first}
             state.save(progress, extra, step=global_step)
             on_step(global_step)
         record = {k: v / steps for k, v in sums.items() if k == "loss" or k in need}
+        record.update({f"first_{k}": v for k, v in first.items() if k in need})
         history.append(record)
         on_epoch(epoch, record)
-        extra = {f"scale.{k}": v for k, v in scale.items() if v is not None}
-        progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
-        state.save(progress, extra)
+        progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history, "first": first}
+        state.save(progress, _scale_tensors(norms))
     return history
+
+
+def _scale_tensors(norms: dict[str, float | None]) -> dict[str, torch.Tensor]:
+    """The fixed normalisers as checkpoint tensors (float64, so a resumed run divides by the same)."""
+    return {f"scale.{k}": torch.tensor(v, dtype=torch.float64) for k, v in norms.items() if v is not None}
 
 
 @torch.no_grad()
@@ -373,8 +420,13 @@ def fit_model(
         if world.distributed
         else model
     )
-    fast = [p for m in (model.embedder, model.head) for p in m.parameters() if p.requires_grad]
-    groups = [{"params": fast, "lr": cfg.head_lr}, {"params": list(model.body.parameters()), "lr": cfg.lr}]
+    # phi trains at the body's rate unless told otherwise (the released codes use one rate): a
+    # much larger rate lets stage 2 undo stage 1's alignment within a few steps.
+    phi = [p for p in model.embedder.parameters() if p.requires_grad]
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.head_lr}]
+    if phi:
+        groups.append({"params": phi, "lr": cfg.lr if cfg.embedder_lr is None else cfg.embedder_lr})
+    groups.append({"params": list(model.body.parameters()), "lr": cfg.lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     xt, yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
     mt = None if train.mask is None else torch.from_numpy(train.mask)

@@ -22,7 +22,20 @@ from prefect import flow
 
 from components.atomic import write_json, write_text
 from components.config import Params
-from components.leaderboard import average_ranks, cells, geometric_mean, ratios_to, spearman, to_error
+from components.errors import UserError
+from components.leaderboard import (
+    average_ranks,
+    bootstrap_interval,
+    cells,
+    collapse_counts,
+    geometric_mean,
+    holm,
+    paired_differences,
+    ratios_to,
+    sign_flip_test,
+    spearman,
+    to_error,
+)
 from components.tasks import task_slug
 from flows.params import parse_params
 from flows.pipeline import make_context, pipeline
@@ -31,6 +44,9 @@ from flows.settings import Settings
 __all__ = ["benchmark", "summarise", "write_report"]
 
 BASELINE = "nft"
+# The paired comparisons the summary tests (first method minus second, per seed); each is made
+# when both methods ran. Holm's correction is across the comparisons present.
+COMPARISONS: tuple[tuple[str, str], ...] = (("recraft", "nft"), ("recraft", "orca"))
 
 
 def _link(src: str, dst: str) -> None:
@@ -75,6 +91,7 @@ def benchmark(
     settings: Settings,
     out_dir: Path,
     name: str = "bench",
+    seeds_for: dict[str, int] | None = None,
 ) -> dict:
     """Run every (task, method, seed) cell; write the results table and the bound report.
 
@@ -85,22 +102,32 @@ def benchmark(
     Args:
         base: the params every cell starts from (a params file plus the budget's overrides).
         out_dir: where cells, tables and the report go; rerunning resumes finished cells.
+        seeds_for: method -> N, to run that method on seeds ``0..N-1`` only (the cheaper
+            baselines need fewer seeds than the methods compared); other methods run every seed.
+
+    Raises:
+        UserError: ``seeds_for`` names a method not in ``methods`` or a count below 1.
 
     Returns:
         The summary written to ``out_dir/summary.json``.
     """
+    seeds_for = seeds_for or {}
+    _check_seeds_for(seeds_for, methods)
     rows = []
     for seed in seeds:
+        seed_methods = [m for m in methods if m not in seeds_for or seed < seeds_for[m]]
+        if not seed_methods:  # no cell needs this seed's shared stages
+            continue
         stage0 = out_dir / "shared" / f"seed{seed}"
         for task in tasks:
             data_root = out_dir / "shared" / f"{task_slug(task)}-seed{seed}"
-            params = _cell_params(base, task, methods[0], seed)
+            params = _cell_params(base, task, seed_methods[0], seed)
             if not (stage0 / "models/source").exists():  # the first task of this seed runs stage 0
                 pipeline(make_context(params, settings, stage0), stop="source")
                 _close_runs(settings, stage0, {"recraft.benchmark": name})
             pipeline(make_context(params, settings, data_root), stop="prepare")
             _close_runs(settings, data_root, {"recraft.benchmark": name})
-            for method in methods:
+            for method in seed_methods:
                 root = out_dir / "cells" / f"{task_slug(task)}-seed{seed}" / method
                 params = _cell_params(base, task, method, seed)
                 ctx = make_context(params, settings, root)
@@ -113,6 +140,14 @@ def benchmark(
     summary = summarise(rows)
     write_report(summary, rows, out_dir)
     return summary
+
+
+def _check_seeds_for(seeds_for: dict[str, int], methods: list[str]) -> None:
+    for method, count in seeds_for.items():
+        if method not in methods:
+            raise UserError(f"seeds_for names {method!r}, which is not one of the methods ({', '.join(methods)})")
+        if count < 1:
+            raise UserError(f"seeds_for gives {method!r} {count} seeds; it needs at least 1")
 
 
 def _row(result: dict) -> dict:
@@ -128,6 +163,7 @@ def _row(result: dict) -> dict:
         "test": result[f"test/{metric}"],
         "val": result[f"val/{metric}"],
         "error": to_error(result[f"test/{metric}"], higher),
+        "collapsed": float(result.get("test/collapsed", 0.0)),
     }
     row.update({k: v for k, v in result.items() if k.startswith("bound/")})
     return row
@@ -135,7 +171,8 @@ def _row(result: dict) -> dict:
 
 def summarise(rows: list[dict]) -> dict:
     """Mean +- std per cell, average ranks, error ratios against ``nft`` and their geometric mean,
-    and the Spearman correlation between the bound value and the test error."""
+    the Spearman correlation between the bound value and the test error, the paired comparisons
+    (:data:`COMPARISONS`) and the collapse counts per method."""
     table = cells(rows)
     ratios = ratios_to(table, BASELINE)
     methods = sorted({m for _, m in table})
@@ -147,7 +184,7 @@ def summarise(rows: list[dict]) -> dict:
     for task in tasks:
         sub = [r for r in bound if r["task"] == task]
         task_rho, task_p = spearman([r["bound/value"] for r in sub], [r["error"] for r in sub])
-        per_task[task] = {"rho": task_rho, "p": task_p}
+        per_task[task] = {"rho": task_rho, "p": task_p, "n": len(sub)}
     wins = {}
     for m in methods:
         if m == "recraft" or "recraft" not in methods:
@@ -164,7 +201,46 @@ def summarise(rows: list[dict]) -> dict:
         "geomean_ratio_to_nft": geo,
         "recraft_at_least_as_good_share": wins,
         "bound_spearman": {"rho": rho, "p": p, "n": len(bound), "per_task": per_task},
+        "paired": _paired(rows, methods, tasks),
+        "collapsed": collapse_counts(rows),
     }
+
+
+def _paired(rows: list[dict], methods: list[str], tasks: list[str]) -> dict:
+    """``"A-B" -> {a, b, per_task, n, p, p_holm, tasks, tasks_a_at_least_as_good}`` for each of
+    :data:`COMPARISONS` whose methods both ran.
+
+    ``per_task[task]`` = ``{n, mean, low, high, diffs}``: the per-seed differences
+    ``error(A) - error(B)`` (negative: A is better) and their mean with a 95% bootstrap interval.
+    ``p`` is the exact sign-flip p-value over every task's differences pooled, ``p_holm`` the
+    same after Holm's correction across the comparisons present, and
+    ``tasks_a_at_least_as_good`` the number of tasks whose mean difference is <= 0.
+    """
+    out = {}
+    for a, b in COMPARISONS:
+        if a not in methods or b not in methods:
+            continue
+        per_task, pooled = {}, []
+        for task in tasks:
+            diffs = paired_differences(rows, a, b, task)
+            if not diffs:
+                continue
+            mean, low, high = bootstrap_interval(diffs)
+            per_task[task] = {"n": len(diffs), "mean": mean, "low": low, "high": high, "diffs": diffs}
+            pooled += diffs
+        out[f"{a}-{b}"] = {
+            "a": a,
+            "b": b,
+            "per_task": per_task,
+            "n": len(pooled),
+            "p": sign_flip_test(pooled),
+            "tasks": len(per_task),
+            "tasks_a_at_least_as_good": sum(v["mean"] <= 0 for v in per_task.values()),
+        }
+    adjusted = holm({k: v["p"] for k, v in out.items()})
+    for key, value in out.items():
+        value["p_holm"] = adjusted[key]
+    return out
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -219,8 +295,9 @@ def markdown(summary: dict) -> str:
         f"Bound report: Spearman rho between `bound/value` and test error over {b['n']} runs = "
         f"{_fmt(b['rho'])} (p = {_fmt(b['p'])}).",
     ]
-    for task, v in b["per_task"].items():
-        lines.append(f"- {task}: rho = {_fmt(v['rho'])} (p = {_fmt(v['p'])})")
+    for task in tasks:  # every task, also one without bound values (rho n/a)
+        v = b["per_task"].get(task, {"rho": math.nan, "p": math.nan, "n": 0})
+        lines.append(f"- {task}: rho = {_fmt(v['rho'])} (p = {_fmt(v['p'])}, {v['n']} runs)")
     wins = summary["recraft_at_least_as_good_share"]
     if wins:
         lines.append("")
@@ -228,4 +305,35 @@ def markdown(summary: dict) -> str:
             "Share of tasks where recraft's mean error is <= the other method's: "
             + ", ".join(f"{m} {v:.0%}" for m, v in wins.items())
         )
+    lines += _paired_markdown(summary.get("paired", {}))
+    collapsed = summary.get("collapsed", {})
+    if collapsed:
+        lines += ["", "Runs that collapsed to a constant test prediction:"]
+        lines += [f"- {m}: {c['collapsed']} of {c['runs']}" for m, c in collapsed.items()]
     return "\n".join(lines) + "\n"
+
+
+def _paired_markdown(paired: dict) -> list[str]:
+    """The paired-comparisons table, then one pooled-test line per comparison."""
+    if not paired:
+        return []
+    lines = [
+        "",
+        "Paired comparisons: per-seed test error of the first method minus the second's "
+        "(negative: the first is better), mean with a 95% bootstrap interval.",
+        "",
+        "| task | comparison | n seeds | mean diff | 95% CI |",
+        "|---|---|---|---|---|",
+    ]
+    for c in paired.values():
+        for task, v in c["per_task"].items():
+            ci = f"[{_fmt(v['low'])}, {_fmt(v['high'])}]"
+            lines.append(f"| {task} | {c['a']} - {c['b']} | {v['n']} | {_fmt(v['mean'])} | {ci} |")
+    lines.append("")
+    for c in paired.values():
+        lines.append(
+            f"- {c['a']} vs {c['b']}: pooled over {c['n']} paired runs on {c['tasks']} tasks, "
+            f"exact sign-flip p = {_fmt(c['p'])}, Holm-adjusted p = {_fmt(c['p_holm'])}; "
+            f"{c['a']}'s mean error <= {c['b']}'s on {c['tasks_a_at_least_as_good']} of {c['tasks']} tasks."
+        )
+    return lines

@@ -254,10 +254,11 @@ def _print_metrics(title: str, rows: dict[str, str]) -> None:
     Console(file=sys.stdout).print(table)
 
 
-# The benchmark's budgets: "quick" fits two tasks x five methods x three seeds in about half an
-# hour on 2 CPU cores; "full" is the params file as it is (run it unattended).
+# The benchmark's budgets. "full" is the params file as it is (run it unattended).
 BENCH_BUDGETS: dict[str, list[str]] = {
     "full": [],
+    # quick: a smoke run; two tasks x five methods x three seeds in about half an hour on 2 CPU
+    # cores. Methods may not have left the constant-prediction regime: no comparison is read from it.
     "quick": [
         "prepare.max_train=640",
         "source.n_source=2000",
@@ -267,7 +268,40 @@ BENCH_BUDGETS: dict[str, list[str]] = {
         "fit.epochs=1",
         "fit.min_steps=30",
     ],
+    # paired: the budget of the README's benchmark table: 1,000 training samples, 30 stage-1 steps,
+    # at least 60 fitting steps (past the constant-prediction regime of the quick budget).
+    "paired": [
+        "prepare.max_train=1000",
+        "source.n_source=2000",
+        "source.epochs=30",
+        "align.epochs=3",
+        "fit.epochs=2",
+        "fit.min_steps=60",
+    ],
 }
+
+
+def _parse_seeds_for(text: str | None, methods: list[str], seeds: int) -> dict[str, int]:
+    """``"fa=3,scratch=3"`` -> ``{"fa": 3, "scratch": 3}``, each a method of the run with 1..seeds seeds."""
+    out: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        method, sep, count = (part.strip() for part in item.partition("="))
+        if not sep or not method:
+            raise UserError(f"--seeds-for {item.strip()!r} is not METHOD=N (e.g. --seeds-for fa=3,scratch=3)")
+        if method not in methods:
+            raise UserError(f"--seeds-for {method!r} is not one of --methods ({', '.join(methods)})")
+        if method in out:
+            raise UserError(f"--seeds-for names {method!r} twice")
+        try:
+            n = int(count)
+        except ValueError:
+            raise UserError(f"--seeds-for {method}={count!r}: the count is not a whole number") from None
+        if not 1 <= n <= seeds:
+            raise UserError(f"--seeds-for {method}={n}: the count must be between 1 and --seeds ({seeds})")
+        out[method] = n
+    return out
 
 
 @app.command()
@@ -275,13 +309,24 @@ def bench(
     tasks: Annotated[str, typer.Option(help="comma-separated tasks")] = "dna,vowels",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = "scratch,nft,fa,orca,recraft",
     seeds: Annotated[int, typer.Option(help="seeds per cell (0..N-1)", min=1)] = 3,
-    budget: Annotated[str, typer.Option(help="quick (subsets, few steps, ~30 min) or full")] = "quick",
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="quick (smoke run: subsets and few steps; methods may not have left the constant-prediction "
+            "regime), paired (the budget comparisons are read at) or full (the params file as it is)"
+        ),
+    ] = "quick",
+    seeds_for: Annotated[
+        str | None,
+        typer.Option(help="fewer seeds for some methods, e.g. fa=3,scratch=3 (seeds 0..N-1; others use --seeds)"),
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every cell")] = None,
     params: Annotated[Path | None, typer.Option(help="params file every cell starts from")] = None,
     out: Annotated[Path | None, typer.Option(help="output directory (default benchmarks/runs/NAME)")] = None,
     name: Annotated[str, typer.Option(help="benchmark name (MLflow tag recraft.benchmark)")] = "bench",
 ) -> None:
-    """Methods x tasks x seeds through the same stages; writes the results table and bound report.
+    """Methods x tasks x seeds through the same stages; writes the results table, the paired
+    comparisons and the bound report.
 
     Each cell is a pipeline run tagged with method, task, seed and the benchmark's name.
     Rerunning with the same output directory resumes: finished cells are read back.
@@ -304,6 +349,7 @@ def bench(
             get_method(m)
         if "nft" not in method_list:
             raise UserError("--methods must include nft: the table reports every method's error ratio to it")
+        counts = _parse_seeds_for(seeds_for, method_list, seeds)
         if params is None and Path("params.yaml").exists():
             params = Path("params.yaml")
         overrides = BENCH_BUDGETS[budget] + (set_ or [])
@@ -315,7 +361,7 @@ def bench(
         configure_prefect()
         from flows.benchmark import benchmark, markdown
 
-        summary = benchmark(base, task_list, method_list, list(range(seeds)), settings, out_dir, name)
+        summary = benchmark(base, task_list, method_list, list(range(seeds)), settings, out_dir, name, counts)
         typer.echo(markdown(summary))
         typer.echo(f"tables: {out_dir / 'table.md'}, {out_dir / 'table.csv'}, {out_dir / 'runs.csv'}")
     except Exception as exc:  # noqa: BLE001

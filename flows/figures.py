@@ -349,8 +349,11 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> str:
 
 def _bound_bars(fig: Figure, row: dict) -> None:
     ax = fig.subplots()
-    lip = row.get("bound/lipschitz")
-    fa_name, fa = ("lipschitz × fa", lip * row["bound/fa"]) if lip is not None else ("fa", row["bound/fa"])
+    lip, w = row.get("bound/lipschitz"), row.get("bound/w")
+    if lip is not None and w is not None:
+        fa_name, fa = "lipschitz × w", lip * w
+    else:
+        fa_name, fa = ("lipschitz × fa", lip * row["bound/fa"]) if lip is not None else ("fa", row["bound/fa"])
     names = ["fit", fa_name, "fld", "value (sum)"]
     values = [row["bound/fit"], fa, row["bound/fld"], row["bound/value"]]
     bars = ax.bar(names, values, color=["tab:blue", "tab:orange", "tab:green", "0.4"])
@@ -358,7 +361,7 @@ def _bound_bars(fig: Figure, row: dict) -> None:
     ax.axhline(row["test_error"], color="tab:red", linestyle="--", label=f"test error = {row['test_error']:.3g}")
     ax.legend(fontsize=TICK, loc="upper left")
     ax.margins(y=0.15)
-    note = f" (lipschitz = {lip:.3g}, fa = {row['bound/fa']:.3g})" if lip is not None else ""
+    note = f" (lipschitz = {lip:.3g}, w = {w:.3g})" if lip is not None and w is not None else ""
     _style(ax, f"Bound terms of one run{note}", "bound term", "value")
 
 

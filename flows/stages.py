@@ -20,9 +20,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from components import assets as assets_lib
-from components.alignment import entropic_ot
 from components.atomic import atomic_dir, write_json
 from components.bodies import load_body, load_tokenizer, resolve_body
+from components.bound import bound_terms
 from components.checkpoints import (
     TrainingCheckpoint,
     load_checkpoint,
@@ -39,12 +39,12 @@ from components.data import (
     write_meta,
 )
 from components.methods import get_method
-from components.metrics import HIGHER_IS_BETTER, compute_metrics
+from components.metrics import HIGHER_IS_BETTER, compute_metrics, is_collapsed
 from components.model import CrossModalModel, build_embedder, head_outputs
 from components.serving import serving_files
 from components.source import (
     SourceBatch,
-    max_grad_norm,
+    lipschitz_constants,
     read_conll,
     sentence_labels,
     source_cloud,
@@ -56,7 +56,6 @@ from components.training import (
     AlignReference,
     align_embedder,
     align_steps,
-    alignment_terms,
     fit_model,
     fit_steps,
     predict_scores,
@@ -304,8 +303,9 @@ def _train_source(ctx: StageContext) -> dict:
         ctx.params.seed,
         cfg.balanced,
         cfg.hinge_steps,
+        cfg.tau_quantile,
     )
-    lipschitz = max_grad_norm(body, head, val_b)
+    lipschitz = lipschitz_constants(body, head, val_b)
     return {
         "cloud": cloud,
         "labels": batch.labels,
@@ -331,7 +331,9 @@ def source(ctx: StageContext) -> dict[str, float]:
             "classes": list(out["classes"]),
             "val_accuracy": final["val_accuracy"],
             "val_balanced_accuracy": final["val_balanced_accuracy"],
-            "lipschitz": out["lipschitz"],
+            "lipschitz": out["lipschitz"]["pooled"],
+            "token_grad_norm": out["lipschitz"]["token"],
+            "tau": final["tau"] or None,
             "seconds": time.perf_counter() - started,
         }
         with atomic_dir(ctx.layout.source_dir) as d:  # cloud, head and summary together or not at all
@@ -344,7 +346,7 @@ def source(ctx: StageContext) -> dict[str, float]:
             write_json(d / "summary.json", summary)
         write_json(ctx.layout.metrics("source"), summary)
         write_curve(ctx.layout.plot("source.csv"), out["history"])
-        run.metrics({"bound/lipschitz": out["lipschitz"], "seconds/source": summary["seconds"]})
+        run.metrics({"bound/lipschitz": summary["lipschitz"], "seconds/source": summary["seconds"]})
     return summary
 
 
@@ -369,6 +371,7 @@ def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
         "max_tokens": m.max_tokens,
         "overlap": m.overlap,
         "motif_kernel": m.motif_kernel,
+        "init": m.embedder_init,
         "body": m.body,
         "task": ctx.params.task,
     }
@@ -423,7 +426,7 @@ def new_embedder(ctx: StageContext, meta: dict) -> tuple:
     _seed(ctx.params.seed)
     body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
-    embedder = build_embedder(cfg, body.position_embeddings)
+    embedder = build_embedder(cfg, body)
     return embedder, body, cfg, _load_reference(ctx)
 
 
@@ -491,7 +494,7 @@ def _build_model(ctx: StageContext, meta: dict, embedder_state: dict | None = No
     (pre-trained unless the method is ``scratch``), a fresh head."""
     body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
-    embedder = build_embedder(cfg, body.position_embeddings)
+    embedder = build_embedder(cfg, body)
     if embedder_state is None:
         load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})
     else:
@@ -591,39 +594,25 @@ def _target_std(meta: dict) -> np.ndarray | None:
     return None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
 
 
-@torch.no_grad()
 def _bound_terms(
     ctx: StageContext, model: CrossModalModel, val: Split, meta: dict, val_scores: np.ndarray
 ) -> dict[str, float]:
-    """``bound/fit`` (val task loss), ``bound/fa`` and ``bound/fld`` of the fine-tuned embedder."""
+    """The bound's terms of the fine-tuned model on validation data (:func:`components.bound.bound_terms`)."""
     ref = _load_reference(ctx)
     source_summary = json.loads((ctx.layout.source_dir / "summary.json").read_text())
     pretrained = _body(ctx).to(ctx.device).eval()  # p_s is the frozen source predictor of stage 0
-    x = torch.from_numpy(val.x).to(ctx.device)
-    y = torch.from_numpy(val.groups).to(ctx.device)
     mask = None if val.mask is None else torch.from_numpy(val.mask).to(ctx.device)
-    ref = AlignReference(ref.cloud.to(ctx.device), ref.head.to(ctx.device))
-    cfg = ctx.params.align
-    # Same batch size as stage 1, so bound/fa and align/fa measure the same quantity.
-    ot_yy = entropic_ot(ref.cloud, ref.cloud, cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
-    fa = fld = 0.0
-    for i in range(0, len(y), cfg.batch_size):
-        rows = slice(i, i + cfg.batch_size)
-        terms = alignment_terms(
-            model.embedder, pretrained, ref, x[rows], y[rows], cfg, ot_yy, mask=None if mask is None else mask[rows]
-        )
-        share = len(y[i : i + cfg.batch_size]) / len(y)
-        fa += terms["fa"].item() * share
-        fld += terms["fld"].item() * share
-    fit_term = compute_metrics(meta["task_type"], val_scores, val.y, _target_std(meta))["loss"]
-    lipschitz = source_summary["lipschitz"]
-    return {
-        "bound/fit": fit_term,
-        "bound/fa": fa,
-        "bound/fld": fld,
-        "bound/lipschitz": lipschitz,
-        "bound/value": fit_term + lipschitz * fa + fld,
-    }
+    return bound_terms(
+        model.embedder,
+        pretrained,
+        AlignReference(ref.cloud.to(ctx.device), ref.head.to(ctx.device)),
+        torch.from_numpy(val.x).to(ctx.device),
+        torch.from_numpy(val.groups).to(ctx.device),
+        mask,
+        ctx.params.align,
+        compute_metrics(meta["task_type"], val_scores, val.y, _target_std(meta))["loss"],
+        source_summary["lipschitz"],
+    )
 
 
 def _evaluation_figures(ctx: StageContext, meta: dict, result: dict, test: Split, scores: np.ndarray) -> list:
@@ -668,6 +657,7 @@ def evaluate(ctx: StageContext) -> dict:
     std = _target_std(meta)
     result.update({f"val/{k}": v for k, v in compute_metrics(meta["task_type"], val_scores, val.y, std).items()})
     result.update({f"test/{k}": v for k, v in compute_metrics(meta["task_type"], test_scores, test.y, std).items()})
+    result["test/collapsed"] = float(is_collapsed(meta["task_type"], test_scores))
     result.update(_bound_terms(ctx, model, val, meta, val_scores))
     seconds = {}
     for stage in ("assets", "prepare", "source", "tune", "align", "fit"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 
@@ -20,7 +21,9 @@ def _bench(out, extra=()):
 
     from flows.cli import app
 
-    args = ["bench", "--tasks", "dna", "--methods", "nft,orca", "--seeds", "2", "--budget", "full"]
+    # orca on seed 0 only: recraft - orca pairs one seed, recraft - nft two.
+    args = ["bench", "--tasks", "dna", "--methods", "nft,orca,recraft", "--seeds", "2", "--seeds-for", "orca=1"]
+    args += ["--budget", "full"]
     args += ["--out", str(out), "--name", "t", *extra]
     for override in BENCH:
         args += ["--set", override]
@@ -43,6 +46,27 @@ def test_bench_refuses_bad_input_before_running(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_bench_refuses_bad_seeds_for_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    for args, message in (
+        (["--seeds-for", "magic=2"], "'magic'"),
+        (["--methods", "nft,fa", "--seeds-for", "orca=2"], "'orca'"),
+        (["--seeds-for", "fa=0"], "fa=0"),
+        (["--seeds-for", "fa=-1"], "fa=-1"),
+        (["--seeds", "3", "--seeds-for", "scratch=4"], "scratch=4"),
+        (["--seeds-for", "fa=three"], "'three'"),
+        (["--seeds-for", "fa"], "'fa'"),
+        (["--seeds-for", "fa=2,fa=1"], "'fa' twice"),
+    ):
+        result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (args, result.output)
+    assert not (tmp_path / "b").exists()
+
+
 def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_cache, tmp_path, monkeypatch):
     import mlflow
 
@@ -55,18 +79,29 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
     assert "geo-mean ratio to nft" in result.output
     summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader((out / "runs.csv").open()))
-    assert sorted((r["method"], r["seed"]) for r in rows) == [("nft", "0"), ("nft", "1"), ("orca", "0"), ("orca", "1")]
+    ran = [("nft", "0"), ("nft", "1"), ("orca", "0"), ("recraft", "0"), ("recraft", "1")]
+    assert sorted((r["method"], r["seed"]) for r in rows) == ran
     for r in rows:
         assert float(r["error"]) == pytest.approx(1 - float(r["test"]))
-    cell = summary["cells"]["dna/orca"]
-    errors = [float(r["error"]) for r in rows if r["method"] == "orca"]
-    assert cell["n"] == 2 and cell["mean"] == pytest.approx(sum(errors) / 2)
+        assert float(r["collapsed"]) in (0.0, 1.0)
+    cell = summary["cells"]["dna/recraft"]
+    errors = {(r["method"], r["seed"]): float(r["error"]) for r in rows}
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx((errors[("recraft", "0")] + errors[("recraft", "1")]) / 2)
+    assert summary["cells"]["dna/orca"]["n"] == 1
     assert summary["ratio_to_nft"]["dna/nft"] == pytest.approx(1.0)
-    assert sorted(summary["average_rank"].values()) in ([1.0, 2.0], [1.5, 1.5])
-    assert summary["bound_spearman"]["n"] == 4
+    assert sum(summary["average_rank"].values()) == pytest.approx(6.0)  # ranks 1..3, ties share
+    assert summary["bound_spearman"]["n"] == 5
+    assert summary["methods"] == ["nft", "orca", "recraft"]
+    _check_paired(summary["paired"], errors)
+    assert summary["collapsed"].keys() == {"nft", "orca", "recraft"}
+    for method, runs in (("nft", 2), ("orca", 1), ("recraft", 2)):
+        counts = summary["collapsed"][method]
+        assert counts["runs"] == runs and 0 <= counts["collapsed"] <= runs
     table = (out / "table.md").read_text()
     assert "| dna (accuracy) |" in table and "geo-mean ratio to nft" in table
-    assert json.loads((out / "summary.json").read_text())["methods"] == ["nft", "orca"]
+    assert "| dna | recraft - nft | 2 |" in table and "| dna | recraft - orca | 1 |" in table
+    assert "recraft vs nft: pooled over 2 paired runs" in table and "Holm-adjusted p" in table
+    assert "- dna: rho = " in table and f"- orca: {summary['collapsed']['orca']['collapsed']} of 1" in table
 
     # Each cell is one finished MLflow pipeline run tagged with method, task, seed and the benchmark.
     client = mlflow.MlflowClient(settings.resolved_tracking_uri())
@@ -75,15 +110,28 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
         [exp.experiment_id], "tags.`recraft.benchmark` = 't' and tags.`recraft.pipeline` = 'true'"
     )
     finished = [r for r in cells if "test/accuracy" in r.data.metrics]
-    assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in finished) == [
-        ("nft", "0"),
-        ("nft", "1"),
-        ("orca", "0"),
-        ("orca", "1"),
-    ]
+    assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in finished) == ran
     assert all(r.info.status == "FINISHED" for r in cells)
 
     # Stage 0 ran once per seed, not once per cell; a rerun reads finished cells back.
     assert sorted(p.name for p in (out / "shared").iterdir()) == ["dna-seed0", "dna-seed1", "seed0", "seed1"]
     assert _bench(out).exit_code == 0
     assert json.loads((out / "summary.json").read_text())["cells"] == summary["cells"]
+
+
+def _check_paired(paired: dict, errors: dict[tuple[str, str], float]) -> None:
+    """Both comparisons, paired by seed: recraft - nft on seeds 0 and 1, recraft - orca on seed 0."""
+    assert paired.keys() == {"recraft-nft", "recraft-orca"}
+    for key, other, seeds in (("recraft-nft", "nft", ("0", "1")), ("recraft-orca", "orca", ("0",))):
+        c = paired[key]
+        diffs = [errors[("recraft", s)] - errors[(other, s)] for s in seeds]
+        task = c["per_task"]["dna"]
+        assert (c["a"], c["b"], c["n"], c["tasks"], task["n"]) == ("recraft", other, len(seeds), 1, len(seeds))
+        assert task["diffs"] == pytest.approx(diffs) and task["mean"] == pytest.approx(sum(diffs) / len(diffs))
+        if len(seeds) > 1:
+            assert task["low"] - 1e-12 <= task["mean"] <= task["high"] + 1e-12
+        else:  # one seed: no interval
+            assert math.isnan(task["low"]) and math.isnan(task["high"])
+        # n paired seeds cannot reach p < 2 / 2^n; Holm only raises p
+        assert 2 / 2 ** len(seeds) <= c["p"] <= c["p_holm"] <= 1.0
+        assert c["tasks_a_at_least_as_good"] == int(task["mean"] <= 0)

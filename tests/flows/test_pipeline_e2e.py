@@ -39,7 +39,7 @@ def test_metrics_json_has_the_contract_keys(e2e_run):
         assert key in result, key
     assert 0.0 <= result["test/accuracy"] <= 1.0
     assert result["bound/value"] == pytest.approx(
-        result["bound/fit"] + result["bound/lipschitz"] * result["bound/fa"] + result["bound/fld"]
+        result["bound/fit"] + result["bound/lipschitz"] * result["bound/w"] + result["bound/fld"]
     )
     assert set(result["seconds"]) == {"assets", "prepare", "source", "tune", "align", "fit", "evaluate"}
     # The thread count decides float summation order, so it is recorded with the numbers.

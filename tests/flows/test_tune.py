@@ -193,7 +193,7 @@ def test_tuning_on_the_bound_minimises_the_bound_value(workspace, tmp_path):
         m = child.data.metrics
         assert m["value"] == pytest.approx(values[int(child.data.tags["recraft.trial"])])
         assert m["value"] == m["bound/value"]
-        assert m["bound/value"] == pytest.approx(m["bound/fit"] + m["bound/lipschitz"] * m["bound/fa"] + m["bound/fld"])
+        assert m["bound/value"] == pytest.approx(m["bound/fit"] + m["bound/lipschitz"] * m["bound/w"] + m["bound/fld"])
     assert summary["best_value"] == min(values.values())
     assert all(r["value"] == r["bound/value"] for r in summary["confirmed"])
     assert summary["selected_value"] == min(r["value"] for r in summary["confirmed"])

@@ -4,7 +4,19 @@ import math
 
 import pytest
 
-from components.leaderboard import average_ranks, cells, geometric_mean, ratios_to, spearman, to_error
+from components.leaderboard import (
+    average_ranks,
+    bootstrap_interval,
+    cells,
+    collapse_counts,
+    geometric_mean,
+    holm,
+    paired_differences,
+    ratios_to,
+    sign_flip_test,
+    spearman,
+    to_error,
+)
 
 
 def _rows():
@@ -54,3 +66,96 @@ def test_spearman_matches_hand_ranks():
     assert rho == pytest.approx(0.9)
     assert 0.0 <= p < 0.1
     assert math.isnan(spearman([1, 2], [2, 1])[0])
+
+
+def test_pairing_is_by_seed_and_ignores_unpaired_seeds():
+    rows = [
+        {"task": "a", "method": "recraft", "seed": 2, "error": 0.25},
+        {"task": "a", "method": "recraft", "seed": 0, "error": 0.5},
+        {"task": "a", "method": "recraft", "seed": 5, "error": 0.125},  # nft has no seed 5
+        {"task": "a", "method": "nft", "seed": 0, "error": 0.75},
+        {"task": "a", "method": "nft", "seed": 2, "error": 0.125},
+        {"task": "a", "method": "nft", "seed": 3, "error": 0.5},  # recraft has no seed 3
+        {"task": "b", "method": "nft", "seed": 0, "error": 0.0},  # another task
+        {"task": "a", "method": "orca", "seed": 0, "error": 0.0},  # another method
+    ]
+    assert paired_differences(rows, "recraft", "nft", "a") == [-0.25, 0.125]  # seeds 0, 2
+    assert paired_differences(rows, "nft", "recraft", "a") == [0.25, -0.125]
+    assert paired_differences(rows, "recraft", "nft", "b") == []
+    with pytest.raises(ValueError, match="seed 0"):
+        paired_differences([*rows, rows[1]], "recraft", "nft", "a")
+
+
+@pytest.mark.parametrize(
+    ("diffs", "p"),
+    [
+        ([1, 1, 1], 2 / 8),  # only all-plus and all-minus reach |mean| = 1
+        ([1, 1, 1, 1, 1, 1], 2 / 64),
+        ([-0.5, -0.5, -0.5, -0.5, -0.5, -0.5], 2 / 64),
+        # sums of +-3 +-1 +-1: 5, 3, 3, 1, -1, -3, -3, -5; |sum| >= 3 in 6 of 8
+        ([3, 1, -1], 6 / 8),
+        # +-2 +-2 in {4, 0, 0, -4}, +-1 +-1 in {2, 0, 0, -2}: |sum| >= 4 in 6 of 16
+        ([2, 2, 1, -1], 6 / 16),
+        # 1.2, 0.6, 0.6, 0, 0, -0.6, -0.6, -1.2: the ties at 0.6 differ in the last bit without the tolerance
+        ([0.6, -0.3, 0.3], 6 / 8),
+        ([0, 0, 0], 1.0),  # zeros are kept as they are: every pattern ties
+        ([1, 0, 0], 1.0),
+        ([], 1.0),
+    ],
+)
+def test_sign_flip_p_matches_hand_enumeration(diffs, p):
+    assert sign_flip_test(diffs) == pytest.approx(p)
+
+
+def test_sign_flip_samples_above_twenty_differences():
+    p = sign_flip_test([1.0] * 25)  # exact p = 2 / 2^25: the estimate is (0 + 1) / (draws + 1)
+    assert p == pytest.approx(1 / 100_001)
+    mixed = [1.0, -1.0] * 12 + [0.5]
+    assert sign_flip_test(mixed) == sign_flip_test(mixed)  # seeded: reproducible
+    assert sign_flip_test(mixed) > 0.5
+
+
+def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data():
+    diffs = [-0.3, -0.1, -0.2, -0.05, -0.25, -0.15]
+    mean, low, high = bootstrap_interval(diffs)
+    assert mean == pytest.approx(-0.175)
+    assert low < mean < high < 0
+    assert bootstrap_interval(diffs) == (mean, low, high)  # deterministic
+    _, low4, high4 = bootstrap_interval(diffs * 4)
+    assert high4 - low4 < (high - low) * 0.7  # about 1 / sqrt(4) as wide
+    _, low90, high90 = bootstrap_interval(diffs, level=0.9)
+    assert low <= low90 and high90 <= high
+
+
+def test_bootstrap_interval_needs_two_values():
+    mean, low, high = bootstrap_interval([0.5])
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(v) for v in bootstrap_interval([]))
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval([1, 2], level=95)
+
+
+def test_holm_matches_hand_example():
+    # sorted: a 0.01 * 3 = 0.03; c 0.03 * 2 = 0.06; b 0.04 * 1 = 0.04 -> raised to 0.06 (monotone)
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+    assert list(adjusted) == ["a", "b", "c"]
+    assert holm({"x": 0.4, "y": 0.6}) == pytest.approx({"x": 0.8, "y": 0.8})
+    assert holm({"x": 0.7, "y": 0.9}) == {"x": 1.0, "y": 1.0}  # capped at 1
+    assert holm({"only": 0.2}) == {"only": 0.2} and holm({}) == {}
+
+
+def test_collapse_counts_per_method():
+    rows = [
+        {"method": "nft", "collapsed": 1.0},
+        {"method": "nft", "collapsed": 0.0},
+        {"method": "nft"},  # no flag: not collapsed
+        {"method": "scratch", "collapsed": 1.0},
+        {"method": "scratch", "collapsed": 1.0},
+        {"method": "recraft", "collapsed": math.nan},  # unknown: not counted as a collapse
+    ]
+    assert collapse_counts(rows) == {
+        "nft": {"collapsed": 1, "runs": 3},
+        "recraft": {"collapsed": 0, "runs": 1},
+        "scratch": {"collapsed": 2, "runs": 2},
+    }
