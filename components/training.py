@@ -254,9 +254,11 @@ def align_embedder(
     :mod:`components.otdd`; needs ``ref.labels``).
 
     The body and the source head are frozen (``requires_grad=False``). In the ``joint`` schedule
-    each step minimises ``lambda_fa * FA / FA_0 + lambda_fld * FLD / ln C_s`` (fixed normalisers,
-    see :func:`_normalisers`); in the ``sequential`` schedule (the released code's) the first
-    half of the epochs minimises FA, the second FLD. With ``cfg.per_class`` every step draws that
+    each step follows ``lambda_fa * unit(grad FA) + lambda_fld * unit(grad FLD)``
+    (:func:`_balanced_backward`: neither term drowns the other), and the reported loss is
+    ``lambda_fa * FA / FA_0 + lambda_fld * FLD / ln C_s`` (fixed normalisers, :func:`_normalisers`);
+    in the ``sequential`` schedule (the released code's) the first half of the epochs minimises
+    FA, the second FLD. With ``cfg.per_class`` every step draws that
     many samples of each class (pseudo-label), so class-conditional terms (FLD, OTDD's Gaussians)
     see every class; otherwise steps walk a shuffled epoch in batches of ``cfg.batch_size``.
 
@@ -332,7 +334,10 @@ def align_embedder(
                 loss = loss + lam * value / norms.get(name, 1.0)
                 sums[name] += value.item()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if norms and len(terms) > 1:
+                _balanced_backward(embedder, terms, {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld})
+            else:
+                loss.backward()
             opt.step()
             sums["loss"] += loss.item()
             global_step += 1
@@ -347,6 +352,26 @@ def align_embedder(
         progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history, "first": first}
         state.save(progress, _scale_tensors(norms))
     return history
+
+
+def _balanced_backward(embedder: nn.Module, terms: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+    """Set ``phi``'s gradient to ``sum_k lambda_k * grad_k / ||grad_k||`` over the terms.
+
+    Each term contributes a unit direction scaled by its weight, whatever its own scale: with a
+    strong source head FLD's gradient is ~100x FA's at the start of stage 1, and a plain sum
+    (even of fixed-normalised terms) spends the first steps on FLD alone while FA stays put.
+    """
+    params = [p for p in embedder.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
+    names = list(terms)
+    for i, name in enumerate(names):
+        grads = torch.autograd.grad(terms[name], params, retain_graph=i < len(names) - 1, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads)).clamp_min(1e-12)
+        for t, g in zip(total, grads, strict=True):
+            t.add_(g, alpha=weights[name] / float(norm))
+    for p, t in zip(params, total, strict=True):
+        p.grad = t
 
 
 def _scale_tensors(norms: dict[str, float | None]) -> dict[str, torch.Tensor]:
