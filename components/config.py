@@ -39,7 +39,7 @@ class ModelParams(_Section):
         try:
             resolve_body(value)
         except UserError as exc:  # re-raised as a validation error so the message names the key
-            raise ValueError(str(exc)) from None
+            raise ValueError(str(exc)) from exc  # its hint travels as the cause
         return value
 
     max_tokens: int = Field(10, ge=1, le=512, description="upper bound on target tokens; sets the patch stride")
@@ -247,7 +247,7 @@ class Params(_Section):
         try:
             get_method(value)
         except UserError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(str(exc)) from exc  # its hint travels as the cause
         return value
 
     @field_validator("task")
@@ -259,5 +259,5 @@ class Params(_Section):
         try:
             get_task(value)
         except UserError as exc:  # re-raised as a validation error so the message names the key
-            raise ValueError(str(exc)) from None
+            raise ValueError(str(exc)) from exc  # its hint travels as the cause
         return value

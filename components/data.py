@@ -8,6 +8,7 @@ pseudo-labels of the targets otherwise).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from components.atomic import save_npz, write_json
 from components.errors import DataError
+from components.npzfile import read_npz
 
 __all__ = [
     "TASK_TYPES",
@@ -23,6 +25,7 @@ __all__ = [
     "validate_arrays",
     "infer_task_type",
     "train_val_split",
+    "UnstratifiedSplit",
     "subsample",
     "fit_normalisation",
     "apply_normalisation",
@@ -130,35 +133,80 @@ def infer_task_type(x: np.ndarray, y: np.ndarray) -> str:
     return "regression"
 
 
-def train_val_split(split: Split, val_fraction: float, seed: int, stratify: bool) -> tuple[Split, Split]:
-    """Carve a validation split out of ``split``; stratified by ``groups`` when ``stratify``.
+class UnstratifiedSplit(UserWarning):
+    """Classes too small for a stratified carve: the split was drawn across classes instead."""
 
-    The permutation depends only on ``seed``, so the split is reproducible.
+
+def train_val_split(
+    split: Split, val_fraction: float, seed: int, stratify: bool, what: str = "validation"
+) -> tuple[Split, Split]:
+    """Carve a ``what`` split ("validation" or "test") of ``val_fraction`` of the samples out of ``split``.
+
+    Stratified by ``groups`` when ``stratify``: each class gives round(n_c * val_fraction) samples.
+    When some class is too small for that (its share rounds to none or to all of it), the carve
+    is drawn across classes instead, keeping at least one sample of each class in training, and
+    :class:`UnstratifiedSplit` is warned. The permutation depends only on ``seed``.
+
+    Raises:
+        DataError: no such split can be made (too few samples, or one sample per class).
     """
     rng = np.random.default_rng(seed)
     n = len(split)
     if stratify:
         assert split.groups is not None
-        val_idx: list[np.ndarray] = []
-        for label in np.unique(split.groups):
-            idx = np.flatnonzero(split.groups == label)
+        per_class = [np.flatnonzero(split.groups == label) for label in np.unique(split.groups)]
+        for idx in per_class:
             rng.shuffle(idx)
-            n_val = int(round(len(idx) * val_fraction))
-            if n_val == 0 or n_val == len(idx):
-                raise DataError(
-                    f"class {label} has {len(idx)} training samples: too few to carve a validation share "
-                    f"of {val_fraction}",
-                    hint="supply x_val/y_val, or change prepare.val_fraction",
-                )
-            val_idx.append(idx[:n_val])
-        val = np.sort(np.concatenate(val_idx))
+        shares = [int(round(len(idx) * val_fraction)) for idx in per_class]
+        if all(0 < k < len(idx) for k, idx in zip(shares, per_class, strict=True)):
+            val = np.sort(np.concatenate([idx[:k] for k, idx in zip(shares, per_class, strict=True)]))
+        else:
+            val = _carve_across_classes(per_class, val_fraction, what, rng)
     else:
         n_val = int(round(n * val_fraction))
         if n_val == 0 or n_val == n:
-            raise DataError(f"{n} training samples are too few to carve a validation share of {val_fraction}")
+            raise DataError(
+                f"{n} training samples are too few to carve a {what} share of {val_fraction}", hint=_carve_hint(what)
+            )
         val = np.sort(rng.permutation(n)[:n_val])
     train = rng.permutation(np.setdiff1d(np.arange(n), val))
     return split.take(train), split.take(val)
+
+
+def _carve_hint(what: str) -> str:
+    if what == "test":
+        return "supply x_test/y_test, or change data.test_fraction"
+    return "supply x_val/y_val, or change prepare.val_fraction"
+
+
+def _carve_across_classes(
+    per_class: list[np.ndarray], fraction: float, what: str, rng: np.random.Generator
+) -> np.ndarray:
+    """round(N * fraction) samples (at least 1) drawn at random, never a class's last training sample.
+
+    Each array of ``per_class`` holds one class's sample indices, already shuffled: its first
+    index stays in training, so every class can still be learnt; the rest form the pool.
+    """
+    n = sum(len(idx) for idx in per_class)
+    pool = np.concatenate([idx[1:] for idx in per_class])
+    if len(pool) == 0:
+        raise DataError(
+            f"each of the {n} training samples is the only one of its class: no {what} split can be carved "
+            "without removing a class from training",
+            hint=_carve_hint(what),
+        )
+    k = min(max(1, int(round(n * fraction))), len(pool))
+    sizes = [len(idx) for idx in per_class]
+    small = sum(int(round(s * fraction)) in (0, s) for s in sizes)
+    arrays = "x_test/y_test" if what == "test" else "x_val/y_val"
+    warnings.warn(
+        f"{small} of {len(per_class)} classes are too small (smallest: {min(sizes)} samples) for a stratified "
+        f"{what} share of {fraction}; carved {k} of {n} samples at random across classes instead, keeping at "
+        f"least one sample of every class in training (supply {arrays} to choose them yourself)",
+        UnstratifiedSplit,
+        stacklevel=3,
+    )
+    return np.sort(rng.choice(pool, size=k, replace=False))
 
 
 def subsample(split: Split, n: int | None, rng: np.random.Generator) -> Split:
@@ -233,11 +281,11 @@ def save_split(path: str | Path, split: Split) -> None:
 def load_split(path: str | Path) -> Split:
     """Read a split written by :func:`save_split` (never unpickles)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            split = Split(f["x"], f["y"], f["groups"] if "groups" in f else None, f["mask"] if "mask" in f else None)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"cannot read split {path}: {exc}", hint="run the prepare stage again") from exc
+    arrays = read_npz(path, hint="run the prepare stage again")
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"split {path} has no array {key!r}", hint="run the prepare stage again")
+    split = Split(arrays["x"], arrays["y"], arrays.get("groups"), arrays.get("mask"))
     validate_arrays(split.x, split.y, str(path), mask=split.mask)
     return split
 

@@ -29,6 +29,7 @@ from components.data import (
     with_groups,
 )
 from components.errors import DataError, UserError
+from components.npzfile import read_npz
 
 __all__ = [
     "RawTask",
@@ -181,7 +182,8 @@ def prepare_splits(
 
     A missing test split is carved first with the fixed ``data.split_seed`` (every run seed is
     judged on the same test set); validation is then carved from training data with the run
-    ``seed``. Both are stratified by class for classification. Groups are the class labels, or
+    ``seed``. Both are stratified by class for classification (drawn across classes, with a
+    warning, where a class is too small: :func:`train_val_split`). Groups are the class labels, or
     k-means pseudo-labels (``cfg.n_pseudo_labels``) of the targets for other task types.
 
     Args:
@@ -196,7 +198,7 @@ def prepare_splits(
     grouped = (lambda s: with_groups(s, s.y)) if classify else (lambda s: s)
     train, test, val = grouped(raw.train), raw.test, raw.val
     if test is None:
-        train, test = train_val_split(train, data.test_fraction, data.split_seed, stratify=classify)
+        train, test = train_val_split(train, data.test_fraction, data.split_seed, stratify=classify, what="test")
     if val is None:
         train, val = train_val_split(train, cfg.val_fraction, seed, stratify=classify)
     rng = np.random.default_rng(seed)
@@ -216,24 +218,24 @@ def prepare_splits(
 # ---------------------------------------------------------------- user data
 
 
-def _npz_split(f, path: Path, part: str, required: bool) -> Split | None:
+def _npz_split(arrays: dict[str, np.ndarray], path: Path, part: str, required: bool) -> Split | None:
     kx, ky, km = f"x_{part}", f"y_{part}", f"mask_{part}"
-    if kx not in f.files and ky not in f.files:
+    if kx not in arrays and ky not in arrays:
         if required:
             raise DataError(
                 f"{path}: array {kx!r} is missing; expected x_train, y_train, x_test, y_test "
-                f"(optionally x_val, y_val); found {', '.join(sorted(f.files)) or 'no arrays'}"
+                f"(optionally x_val, y_val); found {', '.join(sorted(arrays)) or 'no arrays'}"
             )
         return None
     for key in (kx, ky):
-        if key not in f.files:
+        if key not in arrays:
             raise DataError(f"{path}: array {key!r} is missing while its partner is present")
-    x, y = f[kx], f[ky]
+    x, y = arrays[kx], arrays[ky]
     if x.ndim == 2:  # (N, L): one channel
         x = x[:, None, :]
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{path}: array {kx!r} has dtype {x.dtype}; expected numbers")
-    mask = f[km].astype(bool) if km in f.files else None
+    mask = arrays[km].astype(bool) if km in arrays else None
     if y.dtype == bool:
         y = y.astype(np.int64)
     elif np.issubdtype(y.dtype, np.integer):
@@ -252,15 +254,10 @@ def load_npz(path: str | Path) -> RawTask:
     steps of padded sequences. Never unpickles.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            train = _npz_split(f, path, "train", True)
-            test = _npz_split(f, path, "test", True)
-            val = _npz_split(f, path, "val", False)
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read {path} as .npz: {exc}", hint="write it with numpy.savez") from exc
+    arrays = read_npz(path)
+    train = _npz_split(arrays, path, "train", True)
+    test = _npz_split(arrays, path, "test", True)
+    val = _npz_split(arrays, path, "val", False)
     return RawTask(train=train, test=test, val=val)
 
 

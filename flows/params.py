@@ -44,7 +44,9 @@ def load_params(path: str | Path, overrides: list[str] | None = None, complete: 
             f"every section: {', '.join(Params.model_fields)}",
             hint="copy the missing sections from the project's params.yaml",
         )
-    return parse_params(apply_overrides(raw, overrides or []), source=str(path))
+    overrides = overrides or []
+    overridden = tuple(item.partition("=")[0] for item in overrides)
+    return _validate(apply_overrides(raw, overrides), path, raw, overridden)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -66,18 +68,105 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
-    """Validate a params mapping; the first error names its key, e.g. ``align.lambda_fa``."""
+def parse_params(raw: dict[str, Any], source: str | None = None) -> Params:
+    """Validate a params mapping; each error names its key, e.g. ``align.lambda_fa``.
+
+    Args:
+        raw: the sections and keys.
+        source: the params file ``raw`` was read from, named in messages; a label that is not a
+            file (such as ``"defaults"``) is not: it would not tell the user where to look.
+    """
+    file = Path(source) if source and Path(source).is_file() else None
+    return _validate(raw, file, raw if file else {}, ())
+
+
+def _validate(raw: dict[str, Any], file: Path | None, from_file: dict[str, Any], overridden: tuple[str, ...]) -> Params:
+    """:class:`Params` from ``raw``, or one :class:`UserError` listing every bad key in our words.
+
+    An error is prefixed with ``file`` when its key was set there and not by an override.
+    """
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = []
+        problems, hints = [], []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" and "input" in err else ""
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{key}: {msg}{got}")
-        raise UserError(f"{source}: " + "; ".join(lines), hint="see components/config.py for every key") from exc
+            text, hint = _problem(err)
+            in_file = file is not None and _holds(from_file, err["loc"]) and not _overridden(err["loc"], overridden)
+            problems.append(f"{file}: {text}" if in_file else text)
+            if hint and hint not in hints:
+                hints.append(hint)
+        raise UserError("; ".join(problems), hint="; ".join(hints) or "see components/config.py for every key") from exc
+
+
+# pydantic's error types -> what the value must be, in the words of a params file.
+_MUST_BE = {
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "tuple_type": "a list, e.g. [low, high]",
+    "list_type": "a list",
+    "model_type": "a section of keys",
+    "dict_type": "a section of keys",
+    "model_attributes_type": "a section of keys",
+}
+
+
+def _problem(err: dict[str, Any]) -> tuple[str, str]:
+    """One pydantic error as ``key: what is wrong (got VALUE)``, and the hint of our own validators."""
+    loc = err["loc"]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
+    kind, ctx = err["type"], err.get("ctx") or {}
+    got = f" (got {_short(err['input'])})" if "input" in err else ""
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key", ""
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        # Our own validators: their message already says what is wrong and names the value.
+        error = ctx["error"]
+        text = str(error)
+        hint = getattr(error.__cause__, "hint", "")
+        name = str(loc[-1]) if loc else ""
+        named = name and text.startswith(name) and text[len(name) : len(name) + 1] in (" ", ".", "=", ":")
+        return (text if named else f"{key}: {text}"), hint
+    if kind in _MUST_BE:
+        return f"{key}: must be {_MUST_BE[kind]}{got}", ""
+    if kind == "literal_error":
+        return f"{key}: must be {ctx['expected']}{got}", ""
+    if kind in ("too_long", "too_short"):
+        bound = "at most" if kind == "too_long" else "at least"
+        limit = ctx.get("max_length" if kind == "too_long" else "min_length")
+        return f"{key}: must have {bound} {limit} items{got}", ""
+    msg = err["msg"]
+    msg = "must be " + msg.removeprefix("Input should be ") if msg.startswith("Input should be ") else msg
+    return f"{key}: {msg}{got}", ""
+
+
+def _holds(mapping: dict[str, Any], loc: tuple) -> bool:
+    """Whether ``mapping`` (a params file's contents) has a value at ``loc``."""
+    node: Any = mapping
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _overridden(loc: tuple, overridden: tuple[str, ...]) -> bool:
+    """Whether an override set the key at ``loc``, a key inside it, or the section holding it."""
+    dotted = ".".join(p for p in loc if isinstance(p, str))
+    return any(o == dotted or o.startswith(f"{dotted}.") or dotted.startswith(f"{o}.") for o in overridden)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def flatten(params: Params) -> dict[str, Any]:

@@ -39,14 +39,11 @@ def read_inputs(path: Path, split: str = "test") -> Inputs:
     user's data file works as it is. Never unpickles.
     """
     from components.data import validate_arrays
+    from components.npzfile import read_npz
 
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError as exc:
-        raise UserError(f"--input {path} does not exist") from exc
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read {path} as .npz: {exc}", hint="write it with numpy.savez") from exc
+    if not path.exists():
+        raise UserError(f"--input {path} does not exist")
+    arrays = read_npz(path)
 
     suffix = f"_{split}" if f"x_{split}" in arrays else ""
     kx, ky, km = (f"{name}{suffix}" for name in ("x", "y", "mask"))

@@ -65,3 +65,43 @@ def test_params_are_frozen():
     p = parse_params({})
     with pytest.raises(Exception, match="frozen"):
         p.align.lambda_fa = 3.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"method": "magic"}, "method: unknown method 'magic'; choices: scratch, nft, fa, orca, recraft"),
+        ({"source": {"epochs": 2, "hinge_epochs": 3}}, "source.hinge_epochs=3 exceeds source.epochs=2"),
+        ({"fit": {"epochs": "many"}}, "fit.epochs: must be a whole number (got 'many')"),
+        ({"fit": {"freeze_embedder": "maybe"}}, "fit.freeze_embedder: must be true or false (got 'maybe')"),
+        ({"prepare": {"val_fraction": 0.7}}, "prepare.val_fraction: must be less than 0.5 (got 0.7)"),
+        ({"align": {"schedule": "both"}}, "align.schedule: must be 'joint' or 'sequential' (got 'both')"),
+        ({"align": [1, 2]}, "align: must be a section of keys (got [1, 2])"),
+        ({"tune": {"lambda_fa": [1, 2, 3]}}, "tune.lambda_fa: must have at most 2 items (got [1, 2, 3])"),
+        ({"tune": {"fld_variant": ["kl"]}}, "tune.fld_variant[0]: must be 'ce' or 'mi' (got 'kl')"),
+    ],
+)
+def test_messages_are_in_the_projects_words(raw, message):
+    """The key and the problem, without pydantic's "Value error," or "Input should be"."""
+    with pytest.raises(UserError) as err:
+        parse_params(raw, source="defaults")  # a label, not a file: not named
+    assert str(err.value) == message
+
+
+def test_a_validators_hint_survives_and_no_pseudo_source_is_named(tmp_path):
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(UserError) as err:
+        parse_params({"task": f"npz:{missing}"}, source="defaults")
+    assert str(err.value) == f"task 'npz:{missing}': the file {missing} does not exist"
+    assert err.value.hint == "expected --task npz:PATH"
+
+
+def test_the_file_is_named_for_the_keys_it_set_and_not_for_overrides(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("fit:\n  lrr: 1\nalign:\n  eps: -1\n")
+    with pytest.raises(UserError) as err:
+        load_params(f, ["prepare.val_fraction=0.7", "align.eps=-2"])
+    problems = str(err.value).split("; ")
+    assert f"{f}: fit.lrr: unknown key" in problems
+    assert "prepare.val_fraction: must be less than 0.5 (got 0.7)" in problems  # from --set: no file
+    assert "align.eps: must be greater than 0 (got -2)" in problems  # the override won over the file

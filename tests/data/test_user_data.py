@@ -176,3 +176,116 @@ def test_cli_refuses_bad_user_data_with_exit_2_and_writes_nothing(tmp_path):
     assert "NaN or inf" in proc.stderr and str(path) in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not workdir.exists()
+
+
+def test_classes_too_small_to_stratify_fall_back_keeping_every_class_in_training():
+    import warnings
+
+    from components.data import Split, UnstratifiedSplit, train_val_split
+
+    y = np.repeat(np.arange(52), 2)  # 52 classes x 2: a 0.1 share of each class rounds to none
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, val = train_val_split(Split(np.zeros((104, 1, 4), np.float32), y, groups=y), 0.1, 0, stratify=True)
+    assert len(val) == 10 and len(train) == 94 and set(train.y) == set(range(52))
+    assert [w.category for w in caught] == [UnstratifiedSplit]
+    for n_classes in (1, 3):  # one sample per class: no split without losing a class
+        y = np.arange(n_classes)
+        with pytest.raises(DataError, match="is the only one of its class"):
+            train_val_split(Split(np.zeros((n_classes, 1, 4), np.float32), y, groups=y), 0.1, 0, stratify=True)
+
+
+# ---------------------------------------------------------------- one tiny end-to-end run
+
+
+def _small_classes(path) -> None:
+    """52 classes of 2 training samples each (and 1 test sample each), a class-dependent mean."""
+    rng = np.random.default_rng(0)
+    y_train, y_test = np.repeat(np.arange(52), 2), np.arange(52)
+    centre = rng.normal(size=(52, 1, 16)).astype(np.float32)
+    x_train = centre[y_train] + 0.1 * rng.normal(size=(104, 1, 16)).astype(np.float32)
+    x_test = centre[y_test] + 0.1 * rng.normal(size=(52, 1, 16)).astype(np.float32)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def _hashes(root) -> dict[str, str]:
+    """Every file under ``root`` with the sha256 of its bytes."""
+    import hashlib
+
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture(scope="module")
+def small_classes_run(prefect_harness, wheel_cache, tmp_path_factory):
+    """``recraft run --task npz:F`` in-process on :func:`_small_classes`, at the tiny budget of
+    ``tests/conftest.py``, once: returns ``(workspace, args, env, result, warnings caught)``."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.conftest import TINY
+
+    root = tmp_path_factory.mktemp("small_classes")
+    _small_classes(root / "small.npz")
+    env = {
+        "RECRAFT_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RECRAFT_ARTIFACT_LOCATION": (root / "artifacts").as_uri(),
+        "RECRAFT_WHEEL_CACHE": str(wheel_cache),
+        "RECRAFT_DEVICE": "cpu",
+    }
+    args = ["run", "--task", f"npz:{root / 'small.npz'}", "--workdir", str(root / "ws")]
+    args += [a for item in TINY for a in ("--set", item)]
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(record=True) as caught:
+        mp.chdir(root)  # no params.yaml here: the defaults, as tiny_run
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(app, args, env=env)
+    return root / "ws", args, env, result, caught
+
+
+@pytest.mark.slow
+def test_52_classes_of_2_samples_run_end_to_end_with_one_warning(small_classes_run):
+    from components.data import UnstratifiedSplit, load_split
+    from flows.layout import Layout
+
+    ws, _, _, result, caught = small_classes_run
+    assert result.exit_code == 0, (result.stderr[-3000:], result.exception)
+    assert "test/accuracy" in result.stdout
+    fallback = [str(w.message) for w in caught if issubclass(w.category, UnstratifiedSplit)]
+    assert len(fallback) == 1, fallback
+    assert fallback[0].startswith("52 of 52 classes are too small (smallest: 2 samples) for a stratified validation")
+    assert "carved 10 of 104 samples at random" in fallback[0] and "\n" not in fallback[0]
+    prepared = Layout(ws).prepared_dir
+    train, val = load_split(prepared / "train.npz"), load_split(prepared / "val.npz")
+    assert len(val) == 10 and set(train.y) == set(range(52))  # every class kept in training
+
+
+@pytest.mark.slow
+def test_a_damaged_prepared_test_split_stops_the_run_with_one_line(small_classes_run):
+    """The evaluate stage, resumed on a cut-short ``test.npz``: exit 2, one line, nothing changed."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.layout import Layout
+
+    ws, args, env, result, _ = small_classes_run
+    assert result.exit_code == 0
+    layout = Layout(ws)
+    test, marker = layout.prepared_dir / "test.npz", layout.done_marker("evaluate")
+    good_test, good_marker = test.read_bytes(), marker.read_bytes()
+    test.write_bytes(good_test[: len(good_test) // 2])
+    marker.unlink()  # evaluate runs again; the stages before it are finished
+    try:
+        before = _hashes(ws)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(ws.parent)
+            again = CliRunner().invoke(app, args, env=env)
+        assert again.exit_code == 2, (again.stderr[-3000:], again.exception)
+        errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and str(test) in errors[0] and "truncated or corrupt" in errors[0], again.stderr
+        assert "hint: run the prepare stage again" in again.stderr and "Traceback" not in again.stderr
+        assert _hashes(ws) == before  # no partial outputs: nothing created, changed or removed
+    finally:
+        test.write_bytes(good_test)
+        marker.write_bytes(good_marker)
