@@ -17,7 +17,13 @@ import typer
 
 from components.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cross-modal fine-tuning with RECRAFT.")
+# No locals in tracebacks: they would print settings and URLs with their passwords.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Cross-modal fine-tuning with RECRAFT.",
+    pretty_exceptions_show_locals=False,
+)
 
 # Budgets are named sets of overrides, applied before the user's own --set values.
 BUDGETS: dict[str, list[str]] = {
@@ -29,15 +35,28 @@ _state = {"debug": False}
 
 
 def _fail(exc: BaseException) -> None:
-    """Turn an exception into the documented exit code; tracebacks only for bugs or --debug."""
+    """Turn an exception into the documented exit code; tracebacks only for bugs or --debug.
+
+    Everything printed is passed through :func:`flows.settings.redact`: a store's URL, in a
+    message or in a driver's error chained below it, is shown without its password.
+    """
+    from flows.settings import redact
+
     if isinstance(exc, UserError):
         if _state["debug"]:
-            traceback.print_exception(exc)
-        typer.echo(f"error: {exc}", err=True)
+            typer.echo(redact("".join(traceback.format_exception(exc))), err=True, nl=False)
+        typer.echo(redact(f"error: {exc}"), err=True)
         if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
+            typer.echo(redact(f"hint: {exc.hint}"), err=True)
         raise typer.Exit(2)
-    raise exc
+    if isinstance(exc, (typer.Exit, typer.Abort)):  # an exit code already chosen
+        raise exc
+    typer.echo(redact("".join(traceback.format_exception(exc))), err=True, nl=False)
+    raise typer.Exit(1)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
 
 
 @app.callback()
@@ -45,9 +64,11 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks fo
     _state["debug"] = debug
     from flows.settings import configure_prefect
 
-    if debug:  # keep Prefect's own report of a failed flow run
-        import os
+    if not debug:  # a warning is one line for the user, not the source line that raised it
+        import warnings
 
+        warnings.formatwarning = _one_line_warning
+    if debug:  # keep Prefect's own report of a failed flow run
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "ERROR")
     configure_prefect()  # before prefect or mlflow are imported: quiet logs, local-mode timeouts
 
@@ -131,7 +152,8 @@ def tune(
 
         extra = (("tune.n_trials", trials), ("tune.n_workers", workers), ("tune.target", target))
         p = _build_params(task, method, seed, budget, set_, params, extra)
-        settings = load_settings()
+        # --storage through the settings, not a flow parameter: Prefect stores those, passwords too.
+        settings = load_settings(**({"optuna_storage": storage} if storage else {}))
         root = workdir or _default_workdir(p)
         _preflight(p, settings, root)
         configure_prefect()
@@ -140,7 +162,7 @@ def tune(
 
         ctx = make_context(p, settings, root)
         pipeline(ctx, stop="source")
-        summary = tune_stage(ctx, search=True, storage_url=storage)
+        summary = tune_stage(ctx, search=True)
         _print_tune(summary, root)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
@@ -455,14 +477,14 @@ def ui(
     """Start the MLflow UI on 127.0.0.1 against the project's tracking store."""
     import subprocess
 
-    from flows.settings import load_settings
+    from flows.settings import load_settings, redact
 
     settings = load_settings()
     uri = settings.resolved_tracking_uri()
-    typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}  (Ctrl-C to stop)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", str(workers)]
-    env = {**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    typer.echo(f"MLflow UI for {redact(uri)} on http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    # The store's URL through the environment, not the command line, which `ps` shows to everyone.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 

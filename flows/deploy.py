@@ -31,13 +31,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
+from pydantic import StringConstraints
 
 # Project imports stay at module level: a worker loads this file from the checkout with the
 # checkout on sys.path only while loading, so later imports could find another installed copy.
@@ -45,6 +46,7 @@ from components.errors import UserError
 from components.tasks import task_slug
 from flows.params import load_params
 from flows.prefect_local import local_prefect_server
+from flows.settings import redact
 
 __all__ = [
     "DEFAULT_CRON",
@@ -54,11 +56,19 @@ __all__ = [
     "reproduce",
     "push_outputs",
     "share_experiment",
+    "check_parameters",
     "serve",
 ]
 
 DEFAULT_CRON = "0 3 * * *"  # 03:00 every day
+_DEFAULT_TASK, _DEFAULT_METHOD = "dna", "recraft"
 _OUTPUT_TAIL = 40  # lines of `dvc exp run` output kept for the error message
+
+# An override is `section.key=value`, nothing else. The flow's parameter schema carries this
+# pattern, so a Prefect server refuses any other string before it creates a run; in particular
+# DVC's `FILE:key=value`, which would let a run's parameters rewrite dvc.yaml (its commands).
+# Keys and values are checked against the params schema by `check_parameters`.
+Override = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")]
 
 
 class RemoteUnavailableError(RuntimeError):
@@ -140,8 +150,9 @@ def _check_reachable(repo, name: str) -> None:
     except FileNotFoundError:
         return
     except Exception as exc:  # network, TLS, auth and endpoint errors come in many types
+        cause = redact(str(exc))[:200]  # masked before it is cut short
         raise RemoteUnavailableError(
-            f"DVC remote {name!r} ({remote.path}) did not answer: {type(exc).__name__}: {str(exc)[:200]}",
+            redact(f"DVC remote {name!r} ({remote.path}) did not answer: {type(exc).__name__}: {cause}")
         ) from exc
 
 
@@ -170,7 +181,7 @@ def pull_outputs(root: str, remote: str | None = None) -> dict[str, Any]:
             result, missing = repo.pull(remote=name), []
         except DownloadError as exc:
             raise RemoteUnavailableError(
-                f"dvc pull from remote {name!r}: {exc}; check the endpoint, network and credentials"
+                redact(f"dvc pull from remote {name!r}: {exc}; check the endpoint, network and credentials")
             ) from exc
         except CheckoutError as exc:  # fetched what exists; the remote answered that these are absent
             result = exc.result
@@ -202,7 +213,7 @@ def push_outputs(root: str, remote: str | None = None) -> int:
             return repo.push(remote=name)
         except UploadError as exc:
             raise RemoteUnavailableError(
-                f"dvc push to remote {name!r}: {exc}; check the endpoint, network and credentials"
+                redact(f"dvc push to remote {name!r}: {exc}; check the endpoint, network and credentials")
             ) from exc
 
 
@@ -220,7 +231,7 @@ def share_experiment(root: str, name: str, git_remote: str) -> None:
         try:
             repo.experiments.push(git_remote, [name], push_cache=False)
         except (SCMError, GitProtocolError, OSError) as exc:
-            raise RemoteUnavailableError(f"dvc exp push to git remote {git_remote!r}: {exc}") from exc
+            raise RemoteUnavailableError(redact(f"dvc exp push to git remote {git_remote!r}: {exc}")) from exc
 
 
 @contextmanager
@@ -253,21 +264,34 @@ def reproduce(root: str, set_params: list[str], name: str) -> str:
     cmd = [str(Path(sys.executable).with_name("dvc")), "exp", "run", "--name", name]
     for item in set_params:
         cmd += ["--set-param", item]
-    log = _logger()
-    tail: deque[str] = deque(maxlen=_OUTPUT_TAIL)
     with _prefect_api(Path(root)) as env:
         # The checkout's own code first: what DVC hashes as a stage's dependency is what runs,
         # even where an image installed another copy of the package.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tail.append(line)
-            log.info(line.rstrip())
-        code = proc.wait()
-    if code != 0:
-        raise RuntimeError(f"dvc exp run failed (exit {code}):\n{''.join(tail)}")
+        _run_logged(cmd, root, env, "dvc exp run")
     return name
+
+
+def _run_logged(cmd: list[str], cwd: str, env: dict[str, str], what: str) -> None:
+    """Run ``cmd``, each line of its output to the run's log (which a Prefect server keeps).
+
+    Lines are masked with :func:`flows.settings.redact` first: a stage that prints a store's
+    URL (a failed connection, a traceback) must not put its password in the server's logs.
+
+    Raises:
+        RuntimeError: ``cmd`` failed; the message ends with its last lines of output (masked).
+    """
+    log = _logger()
+    tail: deque[str] = deque(maxlen=_OUTPUT_TAIL)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = redact(line)
+        tail.append(line)
+        log.info(line.rstrip())
+    code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"{what} failed (exit {code}):\n{''.join(tail)}")
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -302,6 +326,26 @@ def _preflight(root: Path, set_params: list[str], git_remote: str | None = None)
         )
 
 
+def _set_params(task: str, method: str, overrides: list[str] | None) -> list[str]:
+    """What ``dvc exp run --set-param`` gets: the task, the method, then the overrides."""
+    return [f"task={task}", f"method={method}", *(overrides or [])]
+
+
+def check_parameters(root: Path, parameters: dict[str, Any]) -> None:
+    """Validate a scheduled run's parameters against the params schema, as the run will use them:
+    ``root/params.yaml`` with the task, the method and every override applied.
+
+    Called when a deployment is served, so that a bad ``--set`` is refused before any run exists;
+    each run checks again before it pulls (a deployment's parameters can be changed on the server).
+
+    Raises:
+        UserError: an override is not ``section.key=value``, or names an unknown key or a bad
+            value (the message names the key), or ``root`` has no complete ``params.yaml``.
+    """
+    task, method = parameters.get("task", _DEFAULT_TASK), parameters.get("method", _DEFAULT_METHOD)
+    load_params(root / "params.yaml", _set_params(task, method, parameters.get("overrides")), complete=True)
+
+
 def _experiment_name(task: str, method: str) -> str:
     """``dna-recraft-20261129-030000``: unique per second, valid as a git ref name."""
     return f"{task_slug(task)}-{method}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
@@ -309,9 +353,9 @@ def _experiment_name(task: str, method: str) -> str:
 
 @flow(name="recraft-scheduled-pipeline")
 def scheduled_pipeline(
-    task: str = "dna",
-    method: str = "recraft",
-    overrides: list[str] | None = None,
+    task: str = _DEFAULT_TASK,
+    method: str = _DEFAULT_METHOD,
+    overrides: list[Override] | None = None,
     push: bool = True,
     remote: str | None = None,
     git_remote: str | None = None,
@@ -334,7 +378,7 @@ def scheduled_pipeline(
         evaluate stage's metrics.
     """
     root = Path.cwd()
-    set_params = [f"task={task}", f"method={method}", *(overrides or [])]
+    set_params = _set_params(task, method, overrides)
     _preflight(root, set_params, git_remote if push else None)
     pulled = pull_outputs(str(root), remote)
     name = reproduce(str(root), set_params, _experiment_name(task, method))
@@ -361,7 +405,8 @@ def serve(
     time, since runs share the checkout. Stopping the process pauses the schedule.
 
     Raises:
-        UserError: no Prefect server is configured, or ``cron`` is not a cron expression.
+        UserError: no Prefect server is configured, ``cron`` is not a cron expression, or the
+            parameters do not validate against this checkout's params (:func:`check_parameters`).
     """
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import get_current_settings
@@ -375,6 +420,7 @@ def serve(
         schedule = CronSchedule(cron=cron, timezone=timezone)
     except ValueError as exc:
         raise UserError(f"--cron {cron!r} with timezone {timezone!r} is not a valid schedule: {exc}") from exc
+    check_parameters(Path.cwd(), parameters or {})
     scheduled_pipeline.serve(
         name=name,
         schedules=[schedule],

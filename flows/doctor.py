@@ -14,11 +14,11 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from flows.settings import Settings, sqlite_file
+from flows.settings import Settings, redact, sqlite_file
 
 __all__ = ["Check", "run_checks", "passed", "to_json", "print_table"]
 
@@ -35,7 +35,10 @@ class Check:
 
 
 def run_checks(settings: Settings, cwd: Path) -> list[Check]:
-    """Every check, in the order of the report. ``cwd`` is where ``dvc`` would run."""
+    """Every check, in the order of the report. ``cwd`` is where ``dvc`` would run.
+
+    A password in a store's URL, or quoted by a driver's error, is masked in every detail.
+    """
     checks = [
         Check("python", "ok", f"{platform.python_version()} ({sys.executable})"),
         _guard("torch", _torch),
@@ -52,7 +55,7 @@ def run_checks(settings: Settings, cwd: Path) -> list[Check]:
         _guard("dvc repository", lambda: _dvc_repo(cwd)),
         _guard("dvc remote", lambda: _dvc_remote(cwd)),
     ]
-    return checks
+    return [replace(c, detail=redact(c.detail)) for c in checks]
 
 
 def _guard(name: str, check: Callable[[], tuple[str, str]], where: str | None = None) -> Check:
@@ -60,7 +63,7 @@ def _guard(name: str, check: Callable[[], tuple[str, str]], where: str | None = 
     try:
         status, detail = check()
     except Exception as exc:  # noqa: BLE001 - a diagnostic reports every failure as a row
-        first = str(exc).strip().splitlines()
+        first = redact(str(exc)).strip().splitlines()  # masked before it is cut short
         message = first[0][:200] if first else type(exc).__name__
         return Check(name, "fail", f"{where}: {message}" if where else message)
     return Check(name, status, detail)
@@ -199,7 +202,7 @@ def _optuna(url: str | None) -> tuple[str, str]:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        return "fail", f"{shown}: {str(exc).strip().splitlines()[0][:200]}"
+        return "fail", f"{shown}: {redact(str(exc)).strip().splitlines()[0][:200]}"
     finally:
         engine.dispose()
     return "ok", f"{shown} reachable"

@@ -9,12 +9,32 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings", "configure_prefect", "sqlite_file"]
+__all__ = ["Settings", "load_settings", "configure_prefect", "sqlite_file", "redact"]
+
+# The password of a URL's userinfo, ``scheme://user:PASSWORD@host``: up to the first ``@``, as
+# SQLAlchemy reads it (an unescaped ``/`` or ``:`` in it is masked too), never past whitespace, so
+# a URL is found inside a message or a log line. A ``host:port/path@x`` is masked too: harmless.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>:/@]*):[^\s@]*@")
+# ``password=VALUE``: a query parameter (``?user=u&password=p``, which libpq and SQLAlchemy accept)
+# or a libpq key/value connection string, as driver errors may quote them.
+_KEY_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'[^']*'|[^\s&;,'\"]+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every password in it replaced by ``***``: in URLs
+    (``postgresql+psycopg2://user:***@host/db``) and ``password=`` parameters.
+
+    For whatever is shown or stored: output, log lines, exception messages, MLflow tags and
+    params, files in a workspace. URLs may sit anywhere in ``text``; the rest is unchanged.
+    """
+    text = _URL_PASSWORD.sub(r"\g<head>:***@", text)
+    return _KEY_PASSWORD.sub(r"\g<head>***", text)
 
 
 class Settings(BaseSettings):
@@ -37,6 +57,21 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(
         50, ge=0, description="align/fit save a resumable state every N optimiser steps and each epoch (0: off)"
     )
+
+    def __repr_args__(self):
+        """Fields as ``repr`` shows them (tracebacks, logs), with passwords in URLs masked."""
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if isinstance(value, str) else value
+
+    @model_serializer(mode="wrap")
+    def _masked(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict:
+        """Dumps mask passwords in URLs: Prefect stores a flow's parameters (the benchmark flow
+        takes the settings) on its server. ``model_dump_json(context={"include_secrets": True})`` keeps
+        them, for handing the settings to a worker process."""
+        data = handler(self)
+        if (info.context or {}).get("include_secrets"):
+            return data
+        return {k: redact(v) if isinstance(v, str) else v for k, v in data.items()}
 
     def resolved_root(self) -> Path:
         return self.root.resolve()

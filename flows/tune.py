@@ -29,7 +29,7 @@ from prefect import flow
 from components.config import Params
 from components.errors import UserError
 from flows.params import flatten, parse_params
-from flows.settings import Settings
+from flows.settings import Settings, redact
 from flows.stages import StageContext
 from flows.tracking import runtime_tags
 
@@ -299,7 +299,8 @@ def _storage(url: str):
             return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60, engine_kwargs=kwargs)
         except Exception as exc:  # sqlalchemy raises many types for a bad URL or an unreachable server
             raise UserError(
-                f"cannot open the Optuna storage {_redact(url)}: {str(exc).splitlines()[0][:200]}",
+                f"cannot open the Optuna storage {redact(url)}: "
+                f"{(redact(str(exc)).splitlines() or [type(exc).__name__])[0][:200]}",
                 hint="check --storage / RECRAFT_OPTUNA_STORAGE "
                 "(e.g. sqlite:///optuna.db or postgresql+psycopg2://USER@HOST/DB)",
             ) from exc
@@ -393,7 +394,8 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
     todo = max(0, params.tune.n_trials - _finished(study))
     workers = min(params.tune.n_workers, todo) or 1
     shares = [todo // workers + (i < todo % workers) for i in range(workers)]
-    args = (params.model_dump_json(), ctx.settings.model_dump_json(), str(ctx.layout.root), storage_url, parent_id)
+    settings = ctx.settings.model_dump_json(context={"include_secrets": True})  # a plain dump masks passwords
+    args = (params.model_dump_json(), settings, str(ctx.layout.root), storage_url, parent_id)
     if workers == 1:
         if todo:
             _worker(*args, todo, 0)
@@ -423,7 +425,7 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
         values = summary["best_params"]
     doc = {
         "study": study.study_name,
-        "storage": _redact(storage_url),
+        "storage": redact(storage_url),
         "target": params.tune.target,
         "best_value": summary["best_value"],
         "best_trial": summary["best_trial"],
@@ -493,10 +495,3 @@ def tune_stage(ctx: StageContext, search: bool | None = None, storage_url: str |
 def default_storage(settings: Settings, root: Path) -> str:
     """``RECRAFT_OPTUNA_STORAGE``, else an embedded SQLite file in the workspace."""
     return settings.optuna_storage or f"sqlite:///{Path(root).resolve() / 'optuna.db'}"
-
-
-def _redact(url: str) -> str:
-    """Storage URL without a password, for files and logs."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True) if "://" in url else url

@@ -354,3 +354,152 @@ def test_prefect_yaml_pull_steps_exist_and_their_variables_are_documented():
         assert f"`{var}`" in readme, f"infra/README.md does not document {var}"
     assert "prefect concurrency-limit create gpu" in readme
     assert "prefect work-pool create recraft-k8s-gpu --type kubernetes --base-job-template" in readme
+
+
+def test_prefect_yaml_parameters_validate_against_the_params_schema():
+    from flows.deploy import check_parameters
+
+    for dep in _prefect_yaml()["deployments"]:
+        check_parameters(ROOT, dep["parameters"])  # a UserError naming the key otherwise
+
+
+def test_the_flow_takes_only_section_key_value_overrides_so_a_server_refuses_others():
+    """What a Prefect server checks, with the deployment's parameter schema, before it creates a
+    run (``prefect deployment run --param``); DVC's ``FILE:key=value`` would edit another file."""
+    from prefect.utilities.schema_tools import validate
+
+    from flows.deploy import scheduled_pipeline
+
+    schema = scheduled_pipeline.parameters.model_dump_for_openapi()
+    validate({"overrides": ["fit.epochs=2", "use_tuned=true"]}, schema, raise_on_error=True)
+    for bad in ("dvc.yaml:stages.fit.cmd=true", "--run-all", "fit.epochs"):
+        with pytest.raises(Exception, match="does not match"):
+            validate({"overrides": [bad]}, schema, raise_on_error=True)
+
+
+def test_serve_refuses_bad_overrides_before_a_deployment_exists(tmp_path, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from flows import deploy
+    from flows.cli import app
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    for logger in ("FLOW_RUNS", "TASK_RUNS"):  # `recraft serve` sets them; restored after the test
+        monkeypatch.delenv(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", raising=False)
+    served: list[dict] = []
+    monkeypatch.setattr(deploy.scheduled_pipeline, "serve", lambda **kwargs: served.append(kwargs))
+    cases = {
+        "fit.epochs=two": "fit.epochs: must be a whole number",
+        "fit.epochz=1": "fit.epochz: unknown key",
+        "dvc.yaml:stages.fit.cmd=true": "dvc: unknown key",
+        "fit": "not of the form section.key=value",
+    }
+    runner = CliRunner()
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # read, never contacted
+        for override, phrase in cases.items():
+            res = runner.invoke(app, ["serve", "--set", override])
+            assert res.exit_code == 2, (override, res.output)
+            lines = res.stderr.strip().splitlines()
+            assert lines[0].startswith("error: ") and phrase in lines[0], (override, lines)
+            assert all(line.startswith(("error: ", "hint: ")) for line in lines), lines
+        assert served == []
+        res = runner.invoke(app, ["serve", "--method", "nft", "--set", "fit.epochs=2"])
+        assert res.exit_code == 0, res.output
+    (call,) = served
+    assert call["parameters"]["method"] == "nft" and call["parameters"]["overrides"] == ["fit.epochs=2"]
+
+
+# ---------------------------------------------------------------- network and authentication
+
+INGRESS_CONTROLLER = {"recraft/ingress-controller": "true"}  # the label of its namespace
+# Each server: the pods (app.kubernetes.io/name) it admits, and whether the ingress controller too.
+ADMITTED = {
+    "mlflow": ({"recraft-flow-run"}, True),
+    "prefect-server": ({"prefect-worker", "recraft-flow-run"}, True),
+    "postgres": ({"mlflow", "prefect-server", "recraft-flow-run"}, False),
+    "s3": ({"mlflow", "recraft-flow-run", "s3-setup"}, False),
+}
+
+
+def _pod_labels() -> list[dict[str, str]]:
+    """The labels of every pod the manifests and the work pool's job template create."""
+    labels = [
+        d["spec"]["template"]["metadata"]["labels"]
+        for _, d in _k8s_docs()
+        if d["kind"] in ("Deployment", "StatefulSet", "Job")
+    ]
+    job = json.loads(TEMPLATE.read_text())["job_configuration"]["job_manifest"]
+    return [*labels, job["spec"]["template"]["metadata"]["labels"]]
+
+
+def test_network_policies_deny_by_default_and_admit_only_each_servers_clients():
+    docs = _k8s_docs()
+    policies = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "NetworkPolicy"}
+    for name, policy in policies.items():
+        assert policy["apiVersion"] == "networking.k8s.io/v1", name
+        assert "podSelector" in policy["spec"] and policy["spec"]["policyTypes"] == ["Ingress"], name
+    deny = [n for n, p in policies.items() if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")]
+    assert deny, "no default-deny ingress policy (podSelector: {}, no ingress rules)"
+
+    services = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "Service"}
+    assert set(services) == set(ADMITTED), "a Service whose clients this test does not know"
+    pods = _pod_labels()
+    assert {"app.kubernetes.io/name": "recraft-flow-run"} in pods  # the flow-run Jobs, by the template
+    for server, (clients, ingress_controller) in ADMITTED.items():
+        service = services[server]
+        target = next(labels for labels in pods if service["spec"]["selector"].items() <= labels.items())
+        selecting = [
+            p
+            for p in policies.values()
+            if p["spec"]["podSelector"] and p["spec"]["podSelector"]["matchLabels"].items() <= target.items()
+        ]
+        assert selecting, f"no NetworkPolicy selects the pods of Service {server}"
+        ports = {port["targetPort"] for port in service["spec"]["ports"]}
+        admitted, controller = set(), False
+        for policy in selecting:
+            for rule in policy["spec"].get("ingress", []):
+                assert rule.get("from"), f"{server}: a rule without `from` admits every pod"
+                assert rule.get("ports") and {p["port"] for p in rule["ports"]} <= ports, f"{server}: {rule}"
+                for peer in rule["from"]:
+                    assert set(peer) in ({"podSelector"}, {"namespaceSelector"}), f"{server}: {peer}"
+                    if "podSelector" in peer:
+                        selector = peer["podSelector"]
+                        assert set(selector) == {"matchLabels"} and set(selector["matchLabels"]) == {
+                            "app.kubernetes.io/name"
+                        }, f"{server}: {peer}"
+                        assert any(selector["matchLabels"].items() <= labels.items() for labels in pods), peer
+                        admitted.add(selector["matchLabels"]["app.kubernetes.io/name"])
+                    else:
+                        assert peer["namespaceSelector"] == {"matchLabels": INGRESS_CONTROLLER}, f"{server}: {peer}"
+                        controller = True
+        assert admitted == clients, f"{server} admits {sorted(admitted)}, expected {sorted(clients)}"
+        assert controller == ingress_controller, f"{server}: ingress controller admitted: {controller}"
+
+
+def test_authentication_in_front_of_mlflow_and_prefect_is_documented():
+    from importlib.metadata import entry_points
+
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_SERVER_API_AUTH_STRING
+
+    readme = (ROOT / "README.md").read_text()
+    scaling = readme.split("\n## Scaling out\n", 1)[1].split("\n## ", 1)[0]
+    assert "\n### Authentication" in scaling
+    infra = (INFRA / "README.md").read_text()
+    section = infra.split("\n## Authentication\n", 1)[1].split("\n## ", 1)[0]
+    for text in (scaling, section):
+        for mechanism in (
+            "--app-name basic-auth",  # MLflow's basic-auth app
+            "MLFLOW_TRACKING_USERNAME",
+            PREFECT_SERVER_API_AUTH_STRING.name,  # Prefect server's basic auth, as pinned
+            PREFECT_API_AUTH_STRING.name,
+            "OAuth2 Proxy",  # or an authenticating reverse proxy at the ingress
+            "basic auth",
+        ):
+            assert mechanism in text, mechanism
+    label = "recraft/ingress-controller=true"
+    assert label in scaling and label in infra and label in (INFRA / "k8s" / "network-policy.yaml").read_text()
+    # What the documents name exists in what is installed and in the image.
+    assert "basic-auth" in {e.name for e in entry_points(group="mlflow.app")}
+    assert "mlflow[auth]" in (INFRA / "mlflow" / "Dockerfile").read_text()
