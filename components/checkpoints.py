@@ -7,14 +7,17 @@ is not valid safetensors (a crafted pickle, a truncated write) is refused with a
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from components.atomic import atomic_path
+from components.atomic import atomic_dir, atomic_path
 from components.errors import CheckpointError
+from components.faults import fault_point
 
 __all__ = [
     "save_checkpoint",
@@ -55,8 +58,6 @@ def save_checkpoint(
     The directory is replaced atomically: it holds the complete checkpoint or the previous one.
     Tied or shared parameters are stored once per name, as ``state_dict`` lists them.
     """
-    from components.atomic import atomic_dir
-
     with atomic_dir(directory) as tmp:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp / "weights.safetensors")
@@ -133,6 +134,8 @@ class TrainingCheckpoint:
     leaves either the previous checkpoint or the new one, never a mix. ``fingerprint`` names the
     configuration and inputs the state belongs to; a checkpoint with another fingerprint is
     ignored (and replaced by the next save), so a changed param never resumes stale weights.
+    A checkpoint that cannot be read (a disk fault, a hand edit) is moved aside, never deleted,
+    and training starts afresh: a re-run never trips over the same file again.
     """
 
     def __init__(self, directory: str | Path, fingerprint: str) -> None:
@@ -140,17 +143,16 @@ class TrainingCheckpoint:
         self.fingerprint = fingerprint
 
     def save(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        from components.atomic import atomic_dir
-
         with atomic_dir(self.directory) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+            fault_point(self.directory.name, "save")  # test-only (components.faults): a half-written state
             (tmp / "state.json").write_text(json.dumps({"fingerprint": self.fingerprint, **meta}))
 
     def load(self) -> tuple[dict[str, torch.Tensor], dict] | None:
         """The saved state, or ``None`` when there is none for this fingerprint.
 
-        Raises:
-            CheckpointError: the checkpoint is unreadable (never unpickled).
+        An unreadable checkpoint also gives ``None``, after it is set aside (see the class doc)
+        with a one-line warning. Nothing is ever unpickled.
         """
         meta_path = self.directory / "state.json"
         if not meta_path.is_file():
@@ -158,12 +160,33 @@ class TrainingCheckpoint:
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(
-                f"cannot read {meta_path}: {exc}", hint=f"delete {self.directory} to start the stage afresh"
-            ) from exc
-        if meta.get("fingerprint") != self.fingerprint:
+            self._set_aside(meta_path, exc)
             return None
-        return load_tensors(self.directory / "state.safetensors"), meta
+        if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint:
+            return None
+        try:
+            return load_tensors(self.directory / "state.safetensors"), meta
+        except CheckpointError as exc:
+            self._set_aside(self.directory / "state.safetensors", exc)
+            return None
+
+    def _set_aside(self, bad: Path, exc: Exception) -> None:
+        """Rename the checkpoint directory to ``<directory>.corrupt-<time>`` (next to it, so the
+        next save and the stage's final clean-up leave it alone) and say so in one line."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.directory.with_name(f"{self.directory.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.directory.with_name(f"{self.directory.name}.corrupt-{stamp}-{n}")
+        self.directory.rename(aside)
+        reason = " ".join(str(exc).split())[:200]
+        logging.getLogger(__name__).warning(
+            "checkpoint %s is unreadable (%s); moved it aside to %s and training restarts from scratch",
+            bad,
+            reason,
+            aside / bad.name,
+        )
 
     def clear(self) -> None:
         """Remove the checkpoint (after the stage's outputs are written)."""

@@ -23,6 +23,7 @@ from components.config import AlignParams, FitParams
 from components.data import Split
 from components.distortion import feature_label_distortion
 from components.distributed import all_sum, current_world, shard, shard_scale
+from components.faults import fault_point
 from components.losses import class_weights, task_loss
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
 from components.model import CrossModalModel
@@ -344,6 +345,7 @@ def align_embedder(
             extra = {"perm": perm} | _scale_tensors(norms)
             progress = {"epoch": epoch, "step": step + 1, "sums": sums, "history": history, "first": first}
             state.save(progress, extra, step=global_step)
+            fault_point("align", "step", global_step)  # test-only (components.faults)
             on_step(global_step)
         record = {k: v / steps for k, v in sums.items() if k == "loss" or k in need}
         record.update({f"first_{k}": v for k, v in first.items() if k in need})
@@ -527,6 +529,7 @@ def fit_model(
             seen_loss += all_sum(loss.item() * scale / world.size, world, device) * n_global
             global_step += 1
             state.save(*snapshot(epoch, step + 1, seen_loss), step=global_step)
+            fault_point("fit", "step", global_step)  # test-only (components.faults)
             if world.main:
                 on_step(global_step)
         scores = predict_scores(model, val.x, device, mask=val.mask)

@@ -35,8 +35,19 @@ class Layout:
         return self.root / "checkpoints" / stage
 
     def done_marker(self, stage: str) -> Path:
-        """``recraft run`` records each finished stage here, with the params it ran with."""
+        """``recraft run`` records each finished stage here, with the fingerprint of its params
+        (and of a user's data file)."""
         return self.root / "checkpoints" / "done" / f"{stage}.json"
+
+    @property
+    def written_dirs(self) -> tuple[Path, ...]:
+        """Every directory the stages write into (atomically), for clean-up after a crash."""
+        return tuple(self.root / d for d in ("data", "models", "checkpoints", "metrics", "plots"))
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (``flock``) by the ``recraft run`` working here: one run per workspace."""
+        return self.root / "checkpoints" / "run.lock"
 
     # prepare
     @property

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow
 
-from components.atomic import write_json
+from components.assets import sha256_file
+from components.atomic import recover, write_json
 from components.config import Params
 from components.device import select_device
 from components.errors import UserError
+from components.faults import fault_point
+from components.tasks import get_task
 from flows.layout import Layout
+from flows.lock import workspace_lock
 from flows.settings import Settings
 from flows.stages import STAGES, StageContext, fit_replica
 from flows.tune import tune_stage
 
-__all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "params_fingerprint"]
+__all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "stage_fingerprint"]
 
 ORDER = ("assets", "prepare", "source", "tune", "align", "fit", "evaluate")
 TUNED_STAGES = ("align", "fit", "evaluate")
@@ -79,29 +84,52 @@ STAGE_PARAMS = {
     "fit": ("use_tuned", "method", "seed", "model", "fit"),
     "evaluate": ("use_tuned", "align"),
 }
+# The stages that read a user's data file (``npz:PATH``, ``pdebench:PATH``): its content is
+# part of their fingerprint, so editing the file in place re-runs the pipeline from ``assets``.
+DATA_STAGES = ("assets", "prepare")
+
+# sha256 of user data files by (path, inode, size, mtime_ns): hashed once per process, however
+# often the fingerprints are asked for.
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
 
-def params_fingerprint(params: Params, stage: str | None = None) -> str:
-    """sha256 of the params ``stage`` reads (every param when ``stage`` is None)."""
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    digest = sha256_file(path)
+    # File times tick coarsely (milliseconds): a file modified just now could change again
+    # without its key changing, so only a file left alone for a while is remembered.
+    if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+        _DIGESTS[key] = digest
+    return digest
+
+
+def stage_fingerprint(params: Params, stage: str) -> str:
+    """sha256 of what ``stage`` reads besides earlier stages' outputs: its params and, for
+    :data:`DATA_STAGES`, the content of a user's data file."""
     raw = params.model_dump(mode="json")
-    if stage is not None:
-        picked = {}
-        # Without use_tuned the tune stage searches nothing, so no other param changes its output.
-        keys = ("use_tuned",) if stage == "tune" and not params.use_tuned else STAGE_PARAMS[stage]
-        for key in keys:
-            section, _, name = key.partition(".")
-            picked[key] = raw[section][name] if name else raw[section]
-        raw = picked
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+    picked = {}
+    # Without use_tuned the tune stage searches nothing, so no other param changes its output.
+    keys = ("use_tuned",) if stage == "tune" and not params.use_tuned else STAGE_PARAMS[stage]
+    for key in keys:
+        section, _, name = key.partition(".")
+        picked[key] = raw[section][name] if name else raw[section]
+    if stage in DATA_STAGES:
+        user_file = get_task(params.task).user_file
+        if user_file is not None:  # registered tasks: pinned assets, already named by ``task``
+            picked["data_sha256"] = _file_digest(user_file)
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()
 
 
 def finished_stages(ctx: StageContext, stages: tuple[str, ...] = ORDER) -> tuple[str, ...]:
-    """The leading ``stages`` that already finished in this workspace under the same params."""
+    """The leading ``stages`` that already finished in this workspace on the same params and data."""
     done = []
     for name in stages:
         marker = ctx.layout.done_marker(name)
         try:
-            if json.loads(marker.read_text()).get("fingerprint") != params_fingerprint(ctx.params, name):
+            if json.loads(marker.read_text()).get("fingerprint") != stage_fingerprint(ctx.params, name):
                 break
         except (OSError, json.JSONDecodeError):
             break
@@ -109,26 +137,42 @@ def finished_stages(ctx: StageContext, stages: tuple[str, ...] = ORDER) -> tuple
     return tuple(done)
 
 
-@flow(name="recraft-pipeline")
 def pipeline(ctx: StageContext, start: str = "assets", stop: str = "evaluate") -> dict:
     """assets -> prepare -> source -> tune -> align -> fit -> evaluate, in one process and one flow run.
 
     ``tune`` searches only with ``use_tuned: true``; otherwise it records that nothing was searched.
 
     Re-running in the same workspace resumes: the leading stages that finished under the same
-    params are skipped (each finished stage leaves a marker with the params' fingerprint), and
-    align and fit continue from their last checkpoint.
+    params (and the same content of a user's data file) are skipped (each finished stage leaves
+    a marker with their fingerprint), and align and fit continue from their last checkpoint.
+    One run at a time holds the workspace (:func:`flows.lock.workspace_lock`); it first cleans
+    up what a killed run's atomic writes left behind (:func:`components.atomic.recover`).
 
     Args:
         start: skip the stages before this one (their outputs must already be in the workspace).
         stop: the last stage to run (``recraft tune`` stops after ``source``).
+
+    Raises:
+        UserError: another run holds the workspace (checked before any flow run starts).
     """
+    with workspace_lock(ctx.layout.lock_file):
+        for directory in ctx.layout.written_dirs:
+            recover(directory)
+        return _pipeline(ctx, start, stop)
+
+
+@flow(name="recraft-pipeline")
+def _pipeline(ctx: StageContext, start: str, stop: str) -> dict:
+    """:func:`pipeline`'s flow run, with the workspace held."""
     stages = ORDER[ORDER.index(start) : ORDER.index(stop) + 1]
     done = finished_stages(ctx, stages)
     result = json.loads(ctx.layout.metrics(stages[-1]).read_text()) if stages[-1] in done else {}
     for name in stages[len(done) :]:
         marker = ctx.layout.done_marker(name)
         marker.unlink(missing_ok=True)
+        # Taken before the stage reads anything: a data file edited while it runs re-runs it next time.
+        fingerprint = stage_fingerprint(ctx.params, name)
+        fault_point(name, "start")  # test-only (components.faults)
         result = STAGES[name](_stage_context(name, ctx))
-        write_json(marker, {"fingerprint": params_fingerprint(ctx.params, name), "stage": name})
+        write_json(marker, {"fingerprint": fingerprint, "stage": name})
     return result

@@ -1,10 +1,12 @@
-"""A tiny align + fit job run as a subprocess by test_resume.py: it can SIGKILL itself at a step.
+"""A tiny align + fit job run as a subprocess by test_resume.py, which kills it with the
+test-only ``RECRAFT_FAULT`` hook (:mod:`components.faults`), e.g. ``fit:save=3``.
 
-    python -m tests.reliability.resume_worker WORKDIR [--kill-align N] [--kill-fit N]
+    RECRAFT_FAULT=align:step=3 python -m tests.reliability.resume_worker WORKDIR
 
-Like the pipeline's stages, align writes its output (the embedder) atomically and then drops its
-checkpoint; a re-run skips a finished align and resumes an unfinished one. The result (histories
-and the sha256 of the final weights) goes to WORKDIR/result.json.
+Like the pipeline's stages, each stage keeps its checkpoint in ``WORKDIR/<stage>`` (so fault
+targets read as in ``recraft run``), writes its output atomically and then drops the checkpoint;
+a re-run skips a finished align and resumes an unfinished stage. The result (histories and the
+sha256 of the final weights) goes to WORKDIR/result.json.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import signal
 from pathlib import Path
 
 import torch
@@ -31,19 +31,9 @@ FIT = FitParams(epochs=3, min_steps=0, batch_size=32, patience=3, augment_rc=Tru
 EVERY = 2  # checkpoint every 2 steps, so kills land both on and between checkpoints
 
 
-def _killer(at: int | None):
-    def on_step(step: int) -> None:
-        if step == at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return on_step
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir", type=Path)
-    parser.add_argument("--kill-align", type=int)
-    parser.add_argument("--kill-fit", type=int)
     args = parser.parse_args()
     work = args.workdir
     torch.manual_seed(0)
@@ -58,7 +48,7 @@ def main() -> None:
         embedder.load_state_dict(load_tensors(emb_file))
         align_history = json.loads((work / "align.json").read_text())
     else:
-        ckpt = TrainingCheckpoint(work / "ckpt-align", "align-v1")
+        ckpt = TrainingCheckpoint(work / "align", "align-v1")
         align_history = align_embedder(
             embedder,
             body,
@@ -70,13 +60,13 @@ def main() -> None:
             device=torch.device("cpu"),
             checkpoint=ckpt,
             checkpoint_every=EVERY,
-            on_step=_killer(args.kill_align),
         )
         (work / "align.json").write_text(json.dumps(align_history))
         save_tensors(emb_file, embedder.state_dict())
         ckpt.clear()
     torch.manual_seed(3)
     model = CrossModalModel(embedder, body, 2, "binary")
+    ckpt = TrainingCheckpoint(work / "fit", "fit-v1")
     model, fit_history = fit_model(
         model,
         Split(x, y),
@@ -86,9 +76,8 @@ def main() -> None:
         seed=3,
         device=torch.device("cpu"),
         augment_rc=True,
-        checkpoint=TrainingCheckpoint(work / "ckpt-fit", "fit-v1"),
+        checkpoint=ckpt,
         checkpoint_every=EVERY,
-        on_step=_killer(args.kill_fit),
     )
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
@@ -96,6 +85,7 @@ def main() -> None:
         digest.update(value.detach().contiguous().numpy().tobytes())
     result = {"align": align_history, "fit": fit_history, "weights_sha256": digest.hexdigest()}
     (work / "result.json").write_text(json.dumps(result, sort_keys=True))
+    ckpt.clear()
 
 
 if __name__ == "__main__":

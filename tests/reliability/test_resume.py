@@ -1,27 +1,40 @@
-"""Kill align and fit with SIGKILL at random steps, re-run, and get exactly the uninterrupted result."""
+"""Kill align and fit with SIGKILL between checkpoints, inside a checkpoint save and between the
+renames of its atomic replacement; re-run, and get exactly the uninterrupted result."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[2]
-ALIGN_STEPS = 9  # 3 epochs x 3 steps (resume_worker.ALIGN)
-FIT_STEPS = 15  # 3 epochs x ceil(160 / 32) steps (resume_worker.FIT)
+# Both stages checkpoint every 2 steps (resume_worker.EVERY) and at each epoch's end. align runs
+# 3 epochs x 3 steps: saves after steps 2, 3, 4, 6, 6, 8, 9. fit runs 3 epochs x 5 steps: saves
+# after steps 2, 4, 5, 6, 8, 10, 10, 12, 14, 15. The kills hit one workdir in turn, each re-run
+# resuming from what the last one left (counts are per process): (RECRAFT_FAULT, what it leaves
+# in the workdir besides the checkpoint: the temporary entry of an interrupted atomic_dir).
+KILLS = [
+    ("align:save=1", ".align."),  # inside the first save: nothing to resume, start over
+    ("align:step=3", None),  # between checkpoints (after step 2's): step 3 is replayed
+    ("align:atomic_rename=2", ".align."),  # step 4's state swapped in, step 3's not yet removed
+    ("fit:step=3", None),  # align resumes from step 4 and finishes; fit dies after step 3
+    ("fit:save=2", ".fit."),  # inside the save of step 5 (epoch end): a half-written state
+    ("fit:atomic_rename=2", ".fit."),  # step 6's state swapped in
+]
 
 
-def _worker(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
+def _worker(workdir: Path, fault: str = "") -> subprocess.CompletedProcess:
     workdir.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "tests.reliability.resume_worker", str(workdir), *flags]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    cmd = [sys.executable, "-m", "tests.reliability.resume_worker", str(workdir)]
+    env = {**os.environ, "RECRAFT_FAULT": fault}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +45,20 @@ def reference(tmp_path_factory) -> dict:
     return json.loads((work / "result.json").read_text())
 
 
-def _kill_points() -> list[tuple[str, int]]:
-    rng = np.random.default_rng(2026)  # fixed: the same points every run
-    align = sorted(int(s) for s in rng.choice(np.arange(1, ALIGN_STEPS + 1), 3, replace=False))
-    fit = sorted(int(s) for s in rng.choice(np.arange(1, FIT_STEPS + 1), 4, replace=False))
-    return [("align", s) for s in align] + [("fit", s) for s in fit]
-
-
-@pytest.mark.parametrize(("stage", "step"), _kill_points())
-def test_sigkill_then_rerun_gives_the_uninterrupted_result(reference, tmp_path, stage, step):
-    killed = _worker(tmp_path, f"--kill-{stage}", str(step))
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert not (tmp_path / "result.json").exists()
+def test_sigkills_then_reruns_give_the_uninterrupted_result(reference, tmp_path):
+    for fault, left in KILLS:
+        killed = _worker(tmp_path, fault)
+        assert killed.returncode == -signal.SIGKILL, (fault, killed.stderr)
+        assert not (tmp_path / "result.json").exists()
+        if left is not None:  # the kill landed inside the save, not before or after it
+            assert any(p.name.startswith(left) for p in tmp_path.iterdir()), fault
     resumed = _worker(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["weights_sha256"] == reference["weights_sha256"]
     assert result == reference  # histories too: every logged number is identical
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["align.json", "embedder.safetensors", "result.json"]  # no checkpoint, no temporary entry
 
 
 def test_a_changed_config_does_not_resume_stale_state(tmp_path):

@@ -58,3 +58,27 @@ def test_atomic_outputs_are_readable_by_others(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("damaged", ["state.safetensors", "state.json"])
+def test_an_unreadable_training_state_is_set_aside_and_training_restarts(tmp_path, caplog, damaged):
+    import logging
+
+    from components.checkpoints import TrainingCheckpoint
+
+    ckpt = TrainingCheckpoint(tmp_path / "fit", "config-a")
+    ckpt.save({"w": torch.ones(3)}, {"progress": {}})
+    bad = tmp_path / "fit" / damaged
+    bad.write_bytes(b"\x00" * 64)
+    with caplog.at_level(logging.WARNING, logger="components.checkpoints"):
+        assert ckpt.load() is None  # no error: the stage starts from scratch
+    [aside] = tmp_path.glob("fit.corrupt-*")
+    assert (aside / damaged).read_bytes() == b"\x00" * 64  # kept, not deleted
+    [record] = caplog.records  # one warning, on one line, naming the file and where it went
+    message = record.getMessage()
+    assert "\n" not in message and str(bad) in message and str(aside / damaged) in message
+    assert ckpt.load() is None  # a re-run does not trip over it again
+    ckpt.save({"w": torch.zeros(3)}, {"progress": {}})
+    assert ckpt.load() is not None
+    ckpt.clear()  # the stage's clean-up leaves the set-aside copy alone
+    assert (aside / damaged).exists()
