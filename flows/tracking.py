@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import UserError
-from flows.settings import Settings
+from flows.settings import Settings, redact
 
 __all__ = ["Tracker", "ClientRun", "runtime_tags"]
 
@@ -47,6 +47,11 @@ def _first_use_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _redacted(tags: dict[str, str]) -> dict[str, str]:
+    """Tag values as stored: a password in a URL (a data location, a message) is masked."""
+    return {k: redact(str(v)) for k, v in tags.items()}
 
 
 def runtime_tags() -> dict[str, str]:
@@ -83,8 +88,9 @@ class Tracker:
                 else:
                     exp_id = exp.experiment_id
         except Exception as exc:  # MLflow raises many types for an unreachable store
+            first = (redact(str(exc)).splitlines() or [type(exc).__name__])[0][:200]  # errors may quote the URL
             raise UserError(
-                f"cannot reach the MLflow tracking store {uri}: {str(exc).splitlines()[0][:200]}",
+                f"cannot reach the MLflow tracking store {redact(uri)}: {first}",
                 hint="check RECRAFT_TRACKING_URI (unset it to use the local SQLite store)",
             ) from exc
         self.experiment_id = exp_id
@@ -103,7 +109,7 @@ class Tracker:
             return found[0].info.run_id
         run = client.create_run(
             self.experiment_id,
-            tags={_PIPELINE_TAG: "true", _WORKSPACE_TAG: self.workspace, **tags},
+            tags={_PIPELINE_TAG: "true", _WORKSPACE_TAG: self.workspace, **_redacted(tags)},
             run_name=f"{tags.get('task', 'pipeline')}-{tags.get('method', '')}",
         )
         self._log_params(client, run.info.run_id, params_flat)
@@ -113,7 +119,7 @@ class Tracker:
     def _log_params(client, run_id: str, params_flat: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)) for k, v in sorted(params_flat.items())]
+        items = [Param(k, redact(str(v))) for k, v in sorted(params_flat.items())]
         for i in range(0, len(items), 100):
             client.log_batch(run_id, params=items[i : i + 100])
 
@@ -133,15 +139,18 @@ class Tracker:
         child = client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": parent_id, "recraft.stage": name, **runtime_tags(), **tags},
+            tags={"mlflow.parentRunId": parent_id, "recraft.stage": name, **runtime_tags(), **_redacted(tags)},
         )
         self._log_params(client, child.info.run_id, params_flat)
         self.parent_id = parent_id
         try:
             with mlflow.start_run(run_id=child.info.run_id):
                 yield StageRun(mlflow, child.info.run_id)
-        except BaseException:
+        except Exception:
             client.set_terminated(parent_id, status="FAILED")
+            raise
+        except BaseException:  # stopped (Ctrl-C, SIGTERM): a re-run resumes under the same parent
+            client.set_terminated(child.info.run_id, status="KILLED")
             raise
         if close_parent:
             client.set_terminated(parent_id, status="FINISHED")
@@ -175,7 +184,9 @@ class Tracker:
             client.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
         run = client.create_run(
-            self.experiment_id, tags={"recraft.study": study, **tags}, run_name=f"tune-{tags.get('task', '')}"
+            self.experiment_id,
+            tags={"recraft.study": study, **_redacted(tags)},
+            run_name=f"tune-{tags.get('task', '')}",
         )
         self._log_params(client, run.info.run_id, params_flat)
         return run.info.run_id
@@ -184,7 +195,9 @@ class Tracker:
         """A child run under ``parent_id`` (an Optuna trial), logged through the client only, so
         several trials in several processes never share a fluent active run."""
         client = self._mlflow.MlflowClient()
-        run = client.create_run(self.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **tags})
+        run = client.create_run(
+            self.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **_redacted(tags)}
+        )
         self._log_params(client, run.info.run_id, params)
         return ClientRun(client, run.info.run_id)
 
@@ -212,7 +225,7 @@ class ClientRun:
             self._client.log_batch(self.run_id, metrics=items)
 
     def tags(self, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
+        for k, v in _redacted(tags).items():
             self._client.set_tag(self.run_id, k, v)
 
     def artifact(self, path: str | Path, folder: str | None = None) -> None:
@@ -242,4 +255,4 @@ class StageRun:
         self._mlflow.log_artifact(str(path), artifact_path=folder)
 
     def tags(self, tags: dict[str, str]) -> None:
-        self._mlflow.set_tags(tags)
+        self._mlflow.set_tags(_redacted(tags))
