@@ -24,10 +24,20 @@ TUNE = [
 ]
 
 
+# The test server trusts local connections and ignores a password, so the URLs here carry one:
+# the runs must work through such URLs and never store or print it.
+SECRET = "S3CRET"
+
+
+def _with_password(url: str) -> str:
+    user, at, rest = url.partition("@")
+    return f"{user}:{SECRET}{at}{rest}"
+
+
 @pytest.fixture(scope="module")
 def mlflow_url(postgres_server) -> str:
     """An MLflow backend store in its own PostgreSQL database (schema created on first use)."""
-    return postgres_server.create_database("mlflow")
+    return _with_password(postgres_server.create_database("mlflow"))
 
 
 def _count(url: str, table: str) -> int:
@@ -169,7 +179,7 @@ def workspace(prefect_harness, wheel_cache, mlflow_url, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_four_tune_workers_share_one_postgres_study(workspace, postgres_server, mlflow_url):
+def test_four_tune_workers_share_one_postgres_study(workspace, postgres_server, mlflow_url, capfd):
     """``recraft tune`` with ``tune.n_workers=4``: four spawned processes run the real objective on
     one study in PostgreSQL, each trial once, each with its MLflow child run.
 
@@ -184,7 +194,7 @@ def test_four_tune_workers_share_one_postgres_study(workspace, postgres_server, 
     from flows.tune import current_values, study_name, tune_stage, with_values
 
     root, settings, params = workspace
-    storage = postgres_server.create_database("optuna")
+    storage = _with_password(postgres_server.create_database("optuna"))
     n = 4
     params = with_values(
         params, {"tune.n_trials": n, "tune.n_workers": 4, "tune.sampler_seed": 7, "tune.confirm_top": 0}
@@ -214,3 +224,10 @@ def test_four_tune_workers_share_one_postgres_study(workspace, postgres_server, 
         assert child.info.status == "FINISHED" and child.data.tags["state"] == "complete"
         assert child.data.metrics["value"] == pytest.approx(values[int(child.data.tags["recraft.trial"])])
     assert parents[0].data.metrics["best_value"] == pytest.approx(study.best_value)
+
+    # Both stores' password: in no MLflow param or tag, no workspace or artifact file, no output.
+    everything = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert everything and all(SECRET not in repr([r.data.params, r.data.tags]) for r in everything)
+    assert [p for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
+    out, err = capfd.readouterr()
+    assert SECRET not in out + err
