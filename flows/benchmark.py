@@ -37,13 +37,15 @@ from components.leaderboard import (
     to_error,
 )
 from components.tasks import task_slug
-from flows.params import parse_params
-from flows.pipeline import make_context, pipeline
+from flows.params import apply_overrides, parse_params
+from flows.pipeline import STAGE_PARAMS, make_context, pipeline
 from flows.settings import Settings
 
-__all__ = ["benchmark", "summarise", "write_report"]
+__all__ = ["benchmark", "check_variants", "summarise", "write_report"]
 
 BASELINE = "nft"
+# The stages whose outputs every cell of a task and seed shares (hard-linked, computed once).
+SHARED_STAGES = ("assets", "prepare", "source")
 # The paired comparisons the summary tests (first method minus second, per seed); each is made
 # when both methods ran. Holm's correction is across the comparisons present.
 COMPARISONS: tuple[tuple[str, str], ...] = (("recraft", "nft"), ("recraft", "orca"))
@@ -59,8 +61,12 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=_link, dirs_exist_ok=True)
 
 
-def _cell_params(base: dict, task: str, method: str, seed: int) -> Params:
+def _cell_params(base: dict, task: str, method: str, seed: int, variant: tuple[str, list[str]] | None = None) -> Params:
+    """The params of one cell; a variant's cell runs its method with the variant's overrides."""
     raw = json.loads(json.dumps(base))
+    if variant is not None:
+        method, overrides = variant
+        raw = apply_overrides(raw, overrides)
     raw.update(task=task, method=method, seed=seed, use_tuned=False)
     return parse_params(raw, source=f"benchmark cell {task}/{method}/{seed}")
 
@@ -92,6 +98,7 @@ def benchmark(
     out_dir: Path,
     name: str = "bench",
     seeds_for: dict[str, int] | None = None,
+    variants: dict[str, tuple[str, list[str]]] | None = None,
 ) -> dict:
     """Run every (task, method, seed) cell; write the results table and the bound report.
 
@@ -102,26 +109,31 @@ def benchmark(
     Args:
         base: the params every cell starts from (a params file plus the budget's overrides).
         out_dir: where cells, tables and the report go; rerunning resumes finished cells.
-        seeds_for: method -> N, to run that method on seeds ``0..N-1`` only (the cheaper
-            baselines need fewer seeds than the methods compared); other methods run every seed.
+        seeds_for: method or variant -> N, to run it on seeds ``0..N-1`` only (the cheaper
+            baselines and ablations need fewer seeds than the methods compared); others run every seed.
+        variants: label -> (method, overrides): an ablation column that runs ``method`` with the
+            overrides on top of ``base`` (e.g. ``"fld-only": ("recraft", ["align.lambda_fa=0"])``).
+            It is reported beside the methods and compared, paired by seed, with its method.
 
     Raises:
-        UserError: ``seeds_for`` names a method not in ``methods`` or a count below 1.
+        UserError: ``seeds_for`` names a method not in ``methods`` or a count below 1; a variant's
+            label is a method's name or not a plain name.
 
     Returns:
         The summary written to ``out_dir/summary.json``.
     """
-    seeds_for = seeds_for or {}
-    _check_seeds_for(seeds_for, methods)
+    seeds_for, variants = seeds_for or {}, variants or {}
+    check_variants(variants, methods, base)
+    _check_seeds_for(seeds_for, methods + list(variants))
     rows = []
     for seed in seeds:
-        seed_methods = [m for m in methods if m not in seeds_for or seed < seeds_for[m]]
+        seed_methods = [m for m in methods + list(variants) if m not in seeds_for or seed < seeds_for[m]]
         if not seed_methods:  # no cell needs this seed's shared stages
             continue
         stage0 = out_dir / "shared" / f"seed{seed}"
         for task in tasks:
             data_root = out_dir / "shared" / f"{task_slug(task)}-seed{seed}"
-            params = _cell_params(base, task, seed_methods[0], seed)
+            params = _cell_params(base, task, seed_methods[0], seed, variants.get(seed_methods[0]))
             if not (stage0 / "models/source").exists():  # the first task of this seed runs stage 0
                 pipeline(make_context(params, settings, stage0), stop="source")
                 _close_runs(settings, stage0, {"recraft.benchmark": name})
@@ -129,17 +141,50 @@ def benchmark(
             _close_runs(settings, data_root, {"recraft.benchmark": name})
             for method in seed_methods:
                 root = out_dir / "cells" / f"{task_slug(task)}-seed{seed}" / method
-                params = _cell_params(base, task, method, seed)
+                params = _cell_params(base, task, method, seed, variants.get(method))
                 ctx = make_context(params, settings, root)
                 for rel in ("data/assets", "data/prepared"):
                     _link_tree(data_root / rel, root / rel)
                 _link_tree(stage0 / "models/source", root / "models/source")
                 result = pipeline(ctx, start="tune")  # a finished cell is read back, not rerun
-                _close_runs(settings, root, {"recraft.benchmark": name})
-                rows.append(_row(result))
-    summary = summarise(rows)
+                tags = {"recraft.benchmark": name}
+                if method in variants:
+                    tags["recraft.variant"] = method
+                _close_runs(settings, root, tags)
+                rows.append({**_row(result), "method": method})
+    summary = summarise(rows, {label: m for label, (m, _) in variants.items()})
     write_report(summary, rows, out_dir)
     return summary
+
+
+def check_variants(variants: dict[str, tuple[str, list[str]]], methods: list[str], base: dict | None = None) -> None:
+    """Refuse a variant whose label is not a plain new name, whose method is unknown, whose
+    overrides touch what the cells share (the task, seed, data and stage 0) or set the method,
+    or (given ``base``, the cells' params) whose overrides do not validate."""
+    from components.methods import METHODS, get_method
+
+    shared = {key for stage in SHARED_STAGES for key in STAGE_PARAMS[stage]} | {"method", "use_tuned"}
+    for label, (method, overrides) in variants.items():
+        if not label or not all(c.isalnum() or c in "-_" for c in label):
+            raise UserError(f"variant label {label!r} is not a plain name (letters, digits, - and _)")
+        if label in methods or label in METHODS:
+            raise UserError(f"variant label {label!r} is a method's name; pick another label")
+        get_method(method)
+        if not overrides:
+            raise UserError(f"variant {label!r} has no overrides: it would repeat {method!r}")
+        for item in overrides:
+            key = item.partition("=")[0]
+            clash = [k for k in shared if key == k or key.startswith(k + ".") or k.startswith(key + ".")]
+            if clash:
+                raise UserError(
+                    f"variant {label!r}: {item!r} changes {clash[0]!r}, which the cells of a task and seed "
+                    "share; a variant may change the stages after them (model, align, fit, tune)"
+                )
+        if base is not None:
+            try:
+                _cell_params(base, base["task"], method, int(base["seed"]), (method, overrides))
+            except UserError as exc:
+                raise UserError(f"variant {label!r}: {exc}") from None
 
 
 def _check_seeds_for(seeds_for: dict[str, int], methods: list[str]) -> None:
@@ -169,10 +214,13 @@ def _row(result: dict) -> dict:
     return row
 
 
-def summarise(rows: list[dict]) -> dict:
+def summarise(rows: list[dict], variants: dict[str, str] | None = None) -> dict:
     """Mean +- std per cell, average ranks, error ratios against ``nft`` and their geometric mean,
     the Spearman correlation between the bound value and the test error, the paired comparisons
-    (:data:`COMPARISONS`) and the collapse counts per method."""
+    (:data:`COMPARISONS`) and the collapse counts per method.
+
+    ``variants`` (label -> the method it varies) adds ``ablation``: each variant minus its method,
+    paired by seed, Holm-corrected among the variants (apart from the headline comparisons)."""
     table = cells(rows)
     ratios = ratios_to(table, BASELINE)
     methods = sorted({m for _, m in table})
@@ -201,14 +249,15 @@ def summarise(rows: list[dict]) -> dict:
         "geomean_ratio_to_nft": geo,
         "recraft_at_least_as_good_share": wins,
         "bound_spearman": {"rho": rho, "p": p, "n": len(bound), "per_task": per_task},
-        "paired": _paired(rows, methods, tasks),
+        "paired": _paired(rows, methods, tasks, COMPARISONS),
+        "ablation": _paired(rows, methods, tasks, tuple((v, m) for v, m in (variants or {}).items())),
         "collapsed": collapse_counts(rows),
     }
 
 
-def _paired(rows: list[dict], methods: list[str], tasks: list[str]) -> dict:
+def _paired(rows: list[dict], methods: list[str], tasks: list[str], comparisons: tuple[tuple[str, str], ...]) -> dict:
     """``"A-B" -> {a, b, per_task, n, p, p_holm, tasks, tasks_a_at_least_as_good}`` for each of
-    :data:`COMPARISONS` whose methods both ran.
+    ``comparisons`` whose methods both ran.
 
     ``per_task[task]`` = ``{n, mean, low, high, diffs}``: the per-seed differences
     ``error(A) - error(B)`` (negative: A is better) and their mean with a 95% bootstrap interval.
@@ -217,7 +266,7 @@ def _paired(rows: list[dict], methods: list[str], tasks: list[str]) -> dict:
     ``tasks_a_at_least_as_good`` the number of tasks whose mean difference is <= 0.
     """
     out = {}
-    for a, b in COMPARISONS:
+    for a, b in comparisons:
         if a not in methods or b not in methods:
             continue
         per_task, pooled = {}, []
@@ -306,6 +355,9 @@ def markdown(summary: dict) -> str:
             + ", ".join(f"{m} {v:.0%}" for m, v in wins.items())
         )
     lines += _paired_markdown(summary.get("paired", {}))
+    if summary.get("ablation"):
+        lines += ["", "Ablation: each variant against the method it varies (Holm among the variants)."]
+        lines += _paired_markdown(summary["ablation"])
     collapsed = summary.get("collapsed", {})
     if collapsed:
         lines += ["", "Runs that collapsed to a constant test prediction:"]

@@ -326,6 +326,32 @@ def _parse_seeds_for(text: str | None, methods: list[str], seeds: int) -> dict[s
     return out
 
 
+def _parse_variants(items: list[str] | None) -> dict[str, tuple[str, list[str]]]:
+    """``["fld-only=recraft:align.lambda_fa=0,fit.lr=1e-4"]`` -> ``{"fld-only": ("recraft", [...])}``.
+
+    Overrides are split at commas; a piece without ``=`` continues the previous value (a list).
+    """
+    out: dict[str, tuple[str, list[str]]] = {}
+    for item in items or []:
+        label, sep, rest = (part.strip() for part in item.partition("="))
+        method, colon, spec = (part.strip() for part in rest.partition(":"))
+        if not sep or not label or not colon or not method or not spec:
+            raise UserError(
+                f"--variant {item!r} is not LABEL=METHOD:KEY=VALUE[,KEY=VALUE] "
+                "(e.g. --variant fld-only=recraft:align.lambda_fa=0)"
+            )
+        if label in out:
+            raise UserError(f"--variant names {label!r} twice")
+        overrides: list[str] = []
+        for piece in spec.split(","):
+            if "=" in piece or not overrides:
+                overrides.append(piece.strip())
+            else:
+                overrides[-1] += "," + piece
+        out[label] = (method, overrides)
+    return out
+
+
 @app.command()
 def bench(
     tasks: Annotated[str, typer.Option(help="comma-separated tasks")] = "dna,vowels",
@@ -341,6 +367,13 @@ def bench(
     seeds_for: Annotated[
         str | None,
         typer.Option(help="fewer seeds for some methods, e.g. fa=3,scratch=3 (seeds 0..N-1; others use --seeds)"),
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="an ablation column: LABEL=METHOD:KEY=VALUE[,KEY=VALUE], a method run with overrides on top "
+            "of every cell's params, compared with its method paired by seed (repeatable)"
+        ),
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every cell")] = None,
     params: Annotated[Path | None, typer.Option(help="params file every cell starts from")] = None,
@@ -371,19 +404,23 @@ def bench(
             get_method(m)
         if "nft" not in method_list:
             raise UserError("--methods must include nft: the table reports every method's error ratio to it")
-        counts = _parse_seeds_for(seeds_for, method_list, seeds)
+        variants = _parse_variants(variant)
+        counts = _parse_seeds_for(seeds_for, method_list + list(variants), seeds)
         if params is None and Path("params.yaml").exists():
             params = Path("params.yaml")
         overrides = BENCH_BUDGETS[budget] + (set_ or [])
         p = load_params(params, overrides) if params is not None else _defaults(overrides)
         base = apply_overrides(p.model_dump(mode="json"), [])
+        from flows.benchmark import check_variants
+
+        check_variants(variants, method_list, base)
         settings = load_settings()
         out_dir = out or Path("benchmarks") / "runs" / name
         _preflight(p, settings, out_dir)
         configure_prefect()
         from flows.benchmark import benchmark, markdown
 
-        summary = benchmark(base, task_list, method_list, list(range(seeds)), settings, out_dir, name, counts)
+        summary = benchmark(base, task_list, method_list, list(range(seeds)), settings, out_dir, name, counts, variants)
         typer.echo(markdown(summary))
         typer.echo(f"tables: {out_dir / 'table.md'}, {out_dir / 'table.csv'}, {out_dir / 'runs.csv'}")
     except Exception as exc:  # noqa: BLE001

@@ -21,8 +21,9 @@ def _bench(out, extra=()):
 
     from flows.cli import app
 
-    # orca on seed 0 only: recraft - orca pairs one seed, recraft - nft two.
-    args = ["bench", "--tasks", "dna", "--methods", "nft,orca,recraft", "--seeds", "2", "--seeds-for", "orca=1"]
+    # orca and the FLD-only variant on seed 0 only: recraft - orca pairs one seed, recraft - nft two.
+    args = ["bench", "--tasks", "dna", "--methods", "nft,orca,recraft", "--seeds", "2"]
+    args += ["--variant", "fld-only=recraft:align.lambda_fa=0", "--seeds-for", "orca=1,fld-only=1"]
     args += ["--budget", "full"]
     args += ["--out", str(out), "--name", "t", *extra]
     for override in BENCH:
@@ -67,6 +68,32 @@ def test_bench_refuses_bad_seeds_for_in_one_line(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_bench_refuses_bad_variants_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    for variant, message in (
+        ("fld-only", "LABEL=METHOD:KEY=VALUE"),
+        ("fld-only=recraft", "LABEL=METHOD:KEY=VALUE"),
+        ("fa=recraft:align.lambda_fld=0", "'fa' is a method's name"),
+        ("a b=recraft:align.lambda_fa=0", "not a plain name"),
+        ("x=magic:align.lambda_fa=0", "unknown method 'magic'"),
+        ("x=recraft:prepare.max_train=50", "'prepare'"),
+        ("x=recraft:model.body=gpt2", "'model.body'"),
+        ("x=recraft:method=nft", "'method'"),
+        ("x=recraft:align.lambda_faa=0", "align.lambda_faa"),
+        ("x=recraft:align.lambda_fa=-1", "align.lambda_fa"),
+    ):
+        result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), "--variant", variant])
+        assert result.exit_code == 2 and message in result.output, (variant, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (variant, result.output)
+    twice = ["--variant", "x=recraft:align.lambda_fa=0", "--variant", "x=recraft:align.lambda_fld=0"]
+    result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), *twice])
+    assert result.exit_code == 2 and "'x' twice" in result.output
+    assert not (tmp_path / "b").exists()
+
+
 def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_cache, tmp_path, monkeypatch):
     import mlflow
 
@@ -79,7 +106,7 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
     assert "geo-mean ratio to nft" in result.output
     summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader((out / "runs.csv").open()))
-    ran = [("nft", "0"), ("nft", "1"), ("orca", "0"), ("recraft", "0"), ("recraft", "1")]
+    ran = [("fld-only", "0"), ("nft", "0"), ("nft", "1"), ("orca", "0"), ("recraft", "0"), ("recraft", "1")]
     assert sorted((r["method"], r["seed"]) for r in rows) == ran
     for r in rows:
         assert float(r["error"]) == pytest.approx(1 - float(r["test"]))
@@ -89,18 +116,24 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
     assert cell["n"] == 2 and cell["mean"] == pytest.approx((errors[("recraft", "0")] + errors[("recraft", "1")]) / 2)
     assert summary["cells"]["dna/orca"]["n"] == 1
     assert summary["ratio_to_nft"]["dna/nft"] == pytest.approx(1.0)
-    assert sum(summary["average_rank"].values()) == pytest.approx(6.0)  # ranks 1..3, ties share
-    assert summary["bound_spearman"]["n"] == 5
-    assert summary["methods"] == ["nft", "orca", "recraft"]
+    assert sum(summary["average_rank"].values()) == pytest.approx(10.0)  # ranks 1..4, ties share
+    assert summary["bound_spearman"]["n"] == 6
+    assert summary["methods"] == ["fld-only", "nft", "orca", "recraft"]
     _check_paired(summary["paired"], errors)
-    assert summary["collapsed"].keys() == {"nft", "orca", "recraft"}
-    for method, runs in (("nft", 2), ("orca", 1), ("recraft", 2)):
+    ablation = summary["ablation"]["fld-only-recraft"]  # its own Holm family, apart from the headline
+    assert (ablation["a"], ablation["b"], ablation["n"]) == ("fld-only", "recraft", 1)
+    fld_only_diff = errors[("fld-only", "0")] - errors[("recraft", "0")]
+    assert ablation["per_task"]["dna"]["diffs"] == pytest.approx([fld_only_diff])
+    assert ablation["p_holm"] == pytest.approx(ablation["p"])
+    assert summary["collapsed"].keys() == {"fld-only", "nft", "orca", "recraft"}
+    for method, runs in (("fld-only", 1), ("nft", 2), ("orca", 1), ("recraft", 2)):
         counts = summary["collapsed"][method]
         assert counts["runs"] == runs and 0 <= counts["collapsed"] <= runs
     table = (out / "table.md").read_text()
     assert "| dna (accuracy) |" in table and "geo-mean ratio to nft" in table
     assert "| dna | recraft - nft | 2 |" in table and "| dna | recraft - orca | 1 |" in table
     assert "recraft vs nft: pooled over 2 paired runs" in table and "Holm-adjusted p" in table
+    assert "| dna | fld-only - recraft | 1 |" in table and "Ablation: each variant" in table
     assert "- dna: rho = " in table and f"- orca: {summary['collapsed']['orca']['collapsed']} of 1" in table
 
     # Each cell is one finished MLflow pipeline run tagged with method, task, seed and the benchmark.
@@ -110,7 +143,12 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
         [exp.experiment_id], "tags.`recraft.benchmark` = 't' and tags.`recraft.pipeline` = 'true'"
     )
     finished = [r for r in cells if "test/accuracy" in r.data.metrics]
-    assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in finished) == ran
+    label = {r.info.run_id: r.data.tags.get("recraft.variant", r.data.tags["method"]) for r in finished}
+    assert sorted((label[r.info.run_id], r.data.tags["seed"]) for r in finished) == ran
+    for r in finished:  # the variant's run is recraft with FA switched off; the others keep FA on
+        variant = label[r.info.run_id] == "fld-only"
+        assert r.data.tags["method"] == ("recraft" if variant else label[r.info.run_id])
+        assert float(r.data.params["align.lambda_fa"]) == (0.0 if variant else 1.0)
     assert all(r.info.status == "FINISHED" for r in cells)
 
     # Stage 0 ran once per seed, not once per cell; a rerun reads finished cells back.
