@@ -66,6 +66,15 @@ def test_repro_then_noop_then_partial(repo):
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
 
+    # Editing the code of evaluate's bound terms makes evaluate stale, and neither fit nor align.
+    bound = path / "components" / "bound.py"
+    original = bound.read_text()
+    bound.write_text(original + "\n# edited\n")
+    status = _run([str(BIN / "dvc"), "status"], path, env).stdout
+    bound.write_text(original)
+    assert "evaluate:" in status and "fit:" not in status and "align:" not in status, status
+    assert "Data and pipelines are up to date" in _run([str(BIN / "dvc"), "status"], path, env).stdout
+
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["fit"]["lr"] = params["fit"]["lr"] * 2
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,0 +1,134 @@
+"""dvc.yaml lists, for each stage, every project module whose code can change that stage's outputs.
+
+Otherwise editing such a module (say the bound terms of ``evaluate``) leaves ``dvc repro`` saying
+"up to date" over a stale result. The modules a stage needs are read off the code: the names its
+flow function (and the helpers of flows/stages.py it calls) uses, mapped to the modules they come
+from, then every project module those import, transitively.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("components", "flows")
+
+# Modules that only record, report or guard a run: editing them cannot change a stage's outputs.
+RECORD_ONLY = {
+    "components/atomic.py",
+    "components/errors.py",
+    "components/faults.py",
+    "flows/layout.py",
+    "flows/lock.py",
+    "flows/progress.py",
+    "flows/settings.py",
+    "flows/supervise.py",
+    "flows/tracking.py",
+}
+# What every ``recraft stage NAME`` runs through before the stage's own code: the params it
+# reads (defaults included), the dispatch and the device it picks.
+ENTRY = ("components/config.py", "components/device.py", "flows/params.py", "flows/pipeline.py")
+# Modules that hold every stage: what they import is followed per stage function, not wholesale.
+PER_FUNCTION = {"flows/stages.py", "flows/pipeline.py"}
+STAGE_FUNCTIONS = {
+    "assets": "assets",
+    "prepare": "prepare",
+    "source": "source",
+    "align": "align",
+    "fit": "fit",
+    "evaluate": "evaluate",
+}
+
+
+def _module_file(module: str) -> str | None:
+    """``components.model`` -> ``components/model.py`` (or a package's ``__init__.py``); None outside."""
+    if module.split(".")[0] not in PACKAGES:
+        return None
+    path = Path(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if (ROOT / candidate).exists():
+            return candidate.as_posix()
+    return None
+
+
+def _imports(node: ast.AST) -> dict[str, str]:
+    """Every project import under ``node``: the bound name -> the module file it comes from."""
+    out: dict[str, str] = {}
+    for n in ast.walk(node):
+        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            for alias in n.names:
+                sub = _module_file(f"{n.module}.{alias.name}")  # ``from flows import figures``
+                found = sub or _module_file(n.module)
+                if found:
+                    out[alias.asname or alias.name] = found
+        elif isinstance(n, ast.Import):
+            for alias in n.names:
+                found = _module_file(alias.name)
+                if found:
+                    out[alias.asname or alias.name.split(".")[0]] = found
+    return out
+
+
+def _closure(files: set[str]) -> set[str]:
+    """``files`` and every project module they import (at module level or inside functions)."""
+    seen: set[str] = set()
+    todo = list(files)
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        if f not in PER_FUNCTION:
+            todo += _imports(ast.parse((ROOT / f).read_text())).values()
+    return seen
+
+
+def _stage_modules(function: str) -> set[str]:
+    """The module files flows/stages.py's ``function`` needs: itself, then transitively."""
+    tree = ast.parse((ROOT / "flows/stages.py").read_text())
+    top = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    imported = _imports(ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]))
+    files, seen, todo = {"flows/stages.py"}, set(), [function]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        body = top[name]
+        files |= set(_imports(body).values())
+        for n in ast.walk(body):
+            if isinstance(n, ast.Name):
+                if n.id in top:
+                    todo.append(n.id)
+                elif n.id in imported:
+                    files.add(imported[n.id])
+    return _closure(files | set(ENTRY))
+
+
+def _code_deps(stage: str) -> set[str]:
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    return {d for d in spec.get("deps", []) if d.endswith(".py")}
+
+
+@pytest.mark.parametrize("stage", [*STAGE_FUNCTIONS, "tune"])
+def test_dvc_yaml_lists_every_module_a_stage_runs(stage):
+    if stage == "tune":  # the search runs whole trials: what flows/tune.py and every stage reach
+        needed = _closure({"flows/tune.py", *ENTRY}).union(*map(_stage_modules, STAGE_FUNCTIONS.values()))
+    else:
+        needed = _stage_modules(STAGE_FUNCTIONS[stage])
+    missing = sorted(needed - RECORD_ONLY - _code_deps(stage))
+    assert not missing, f"dvc.yaml stage {stage!r} should list these deps: {missing}"
+    listed = _code_deps(stage)
+    assert all((ROOT / d).exists() for d in listed), sorted(d for d in listed if not (ROOT / d).exists())
+
+
+def test_the_analysis_sees_the_bound_terms_of_evaluate():
+    """The guard itself: evaluate reaches components/bound.py through the helper ``_bound_terms``
+    and the registry through a function-local import; prepare reaches neither."""
+    evaluate, prepare = _stage_modules("evaluate"), _stage_modules("prepare")
+    assert {"components/bound.py", "flows/registry.py", "flows/stages.py"} <= evaluate
+    assert "flows/registry.py" not in prepare and "components/bound.py" not in prepare
