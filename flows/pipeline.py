@@ -13,25 +13,17 @@ from prefect import flow
 from components.assets import sha256_file
 from components.atomic import recover, write_json
 from components.config import Params
-from components.device import select_device
 from components.errors import UserError
 from components.faults import fault_point
 from components.tasks import get_task
-from flows.layout import Layout
 from flows.lock import workspace_lock
-from flows.settings import Settings
-from flows.stages import STAGES, StageContext, fit_replica
+from flows.stages import STAGES, StageContext, fit_replica, make_context
 from flows.tune import tune_stage
 
 __all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "stage_fingerprint"]
 
 ORDER = ("assets", "prepare", "source", "tune", "align", "fit", "evaluate")
 TUNED_STAGES = ("align", "fit", "evaluate")
-
-
-def make_context(params: Params, settings: Settings, root: Path) -> StageContext:
-    """Bind params, settings, the workspace layout and the device (chosen here, once)."""
-    return StageContext(params=params, settings=settings, layout=Layout(root), device=select_device(settings.device))
 
 
 def _stage_context(name: str, ctx: StageContext) -> StageContext:
@@ -82,7 +74,7 @@ STAGE_PARAMS = {
     "tune": ("use_tuned", "tune", "method", "seed", "model", "align", "fit"),
     "align": ("use_tuned", "method", "seed", "model", "align"),
     "fit": ("use_tuned", "method", "seed", "model", "fit"),
-    "evaluate": ("use_tuned", "align"),
+    "evaluate": ("use_tuned", "align.eps", "align.sinkhorn_iters", "align.batch_size"),
 }
 # The stages that read a user's data file (``npz:PATH``, ``pdebench:PATH``): its content is
 # part of their fingerprint, so editing the file in place re-runs the pipeline from ``assets``.

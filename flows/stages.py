@@ -38,6 +38,7 @@ from components.data import (
     save_split,
     write_meta,
 )
+from components.device import select_device
 from components.methods import get_method
 from components.metrics import HIGHER_IS_BETTER, compute_metrics, is_collapsed
 from components.model import CrossModalModel, build_embedder, head_outputs
@@ -99,6 +100,11 @@ class StageContext:
 
     def tracker(self) -> Tracker:
         return Tracker(self.settings, self.layout.root)
+
+
+def make_context(params: Params, settings: Settings, root: Path) -> StageContext:
+    """Bind params, settings, the workspace layout and the device (chosen here, once)."""
+    return StageContext(params=params, settings=settings, layout=Layout(root), device=select_device(settings.device))
 
 
 def _checkpoint(ctx: StageContext, stage: str, inputs: list) -> TrainingCheckpoint | None:

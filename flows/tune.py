@@ -30,7 +30,7 @@ from components.config import Params
 from components.errors import UserError
 from flows.params import flatten, parse_params
 from flows.settings import Settings, redact
-from flows.stages import StageContext
+from flows.stages import StageContext, make_context
 from flows.tracking import runtime_tags
 
 __all__ = [
@@ -335,7 +335,6 @@ def _direction(ctx: StageContext, params: Params) -> str:
 
 def _worker(params_json: str, settings_json: str, root: str, storage_url: str, parent_id: str, n: int, worker: int):
     """One process's share of the trials (``tune.n_workers`` > 1); also the in-process path."""
-    from flows.pipeline import make_context
     from flows.settings import configure_prefect
 
     configure_prefect()

@@ -132,3 +132,14 @@ def test_the_analysis_sees_the_bound_terms_of_evaluate():
     evaluate, prepare = _stage_modules("evaluate"), _stage_modules("prepare")
     assert {"components/bound.py", "flows/registry.py", "flows/stages.py"} <= evaluate
     assert "flows/registry.py" not in prepare and "components/bound.py" not in prepare
+
+
+def test_recraft_run_fingerprints_the_params_dvc_yaml_lists():
+    """``recraft run`` skips a finished stage by a hash of the params ``STAGE_PARAMS`` names;
+    ``dvc repro`` by those dvc.yaml lists. The two lists are the same, stage by stage."""
+    from flows.pipeline import STAGE_PARAMS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage, spec in stages.items():
+        listed = {p for p in spec.get("params", []) if isinstance(p, str)}  # not the params.tuned.yaml file
+        assert listed == set(STAGE_PARAMS[stage]), stage

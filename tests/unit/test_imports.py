@@ -22,3 +22,28 @@ def test_components_are_pure():
     assert len(files) >= 10
     offenders = {f.name: sorted(_imported_roots(f) & FORBIDDEN) for f in files}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_project_modules_import_without_cycles():
+    """No module of components/ or flows/ imports itself back through others, not even through
+    an import inside a function (which hides a cycle until that function runs)."""
+    from tests.unit.test_dvc_deps import ROOT, _imports
+
+    files = [
+        p.relative_to(ROOT).as_posix() for pkg in ("components", "flows") for p in sorted((ROOT / pkg).glob("*.py"))
+    ]
+    graph = {f: set(_imports(ast.parse((ROOT / f).read_text())).values()) - {f} for f in files}
+    state: dict[str, str] = {}  # "open" while on the current path, "done" after
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            assert state.get(nxt) != "open", "import cycle: " + " -> ".join(path[path.index(nxt) :] + [nxt])
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for f in files:
+        if f not in state:
+            visit(f, [f])
+    assert len(graph) >= 30
