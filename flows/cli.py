@@ -233,28 +233,44 @@ def stage(
     name: Annotated[str, typer.Argument(help="assets, prepare, source, tune, align, fit or evaluate")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
-    """Run one stage in the current directory (this is what dvc.yaml calls)."""
+    """Run one stage in the current directory (this is what dvc.yaml calls).
+
+    Without ``PREFECT_API_URL`` the stage runs against the workspace's shared local Prefect server
+    (started by the first stage, stopped when idle: flows/prefect_local.py), so a plain
+    ``dvc repro`` starts one server, not one per stage.
+    """
+    from contextlib import ExitStack
+
     try:
-        from flows.settings import configure_prefect, load_settings
+        with ExitStack() as stack:
+            server = None
+            if not os.environ.get("PREFECT_API_URL"):  # the lease first: it keeps a running server up
+                from flows.prefect_local import workspace_prefect_server
 
-        configure_prefect()
-        from flows.params import load_params
-        from flows.pipeline import ORDER, make_context, run_stage
+                server = stack.enter_context(workspace_prefect_server(Path(".")))
+            from flows.layout import ORDER
+            from flows.params import load_params
+            from flows.settings import configure_prefect, load_settings
 
-        if name not in ORDER:
-            raise UserError(f"unknown stage {name!r}; stages: {', '.join(ORDER)}")
-        p = load_params(params, complete=True)
-        settings = load_settings()
-        _preflight(p, settings, Path("."))
-        started = time.perf_counter()
-        result = run_stage(name, make_context(p, settings, Path(".")))
-        if name == "evaluate":
-            _print_result(result)
-            typer.echo("Browse the runs: recraft ui   (or: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
-        elif os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
-            typer.echo(f"{name}: done in {time.perf_counter() - started:.1f}s")
+            if name not in ORDER:
+                raise UserError(f"unknown stage {name!r}; stages: {', '.join(ORDER)}")
+            p = load_params(params, complete=True)
+            settings = load_settings()
+            _preflight(p, settings, Path("."))
+            if server is not None:  # read when prefect is imported, just below
+                os.environ["PREFECT_API_URL"] = server.url()
+            configure_prefect()
+            from flows.pipeline import make_context, run_stage
+
+            started = time.perf_counter()
+            result = run_stage(name, make_context(p, settings, Path(".")))
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
+    if name == "evaluate":
+        _print_result(result)
+        typer.echo("Browse the runs: recraft ui   (or: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
+    elif os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        typer.echo(f"{name}: done in {time.perf_counter() - started:.1f}s")
 
 
 def _print_result(result: dict) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Layout"]
+__all__ = ["ORDER", "Layout"]
+
+# The stages, in the order they run (dvc.yaml lists the same).
+ORDER = ("assets", "prepare", "source", "tune", "align", "fit", "evaluate")
 
 
 @dataclass(frozen=True)

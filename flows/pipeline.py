@@ -16,13 +16,13 @@ from components.config import Params
 from components.errors import UserError
 from components.faults import fault_point
 from components.tasks import get_task
+from flows.layout import ORDER
 from flows.lock import workspace_lock
 from flows.stages import STAGES, StageContext, fit_replica, make_context
 from flows.tune import tune_stage
 
 __all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "stage_fingerprint"]
 
-ORDER = ("assets", "prepare", "source", "tune", "align", "fit", "evaluate")
 TUNED_STAGES = ("align", "fit", "evaluate")
 
 

@@ -61,7 +61,6 @@ from components.training import (
     fit_steps,
     predict_scores,
 )
-from flows import figures
 from flows.layout import Layout
 from flows.params import flatten
 from flows.plots import write_curve
@@ -475,6 +474,8 @@ def align(ctx: StageContext) -> dict[str, float]:
         write_curve(ctx.layout.plot("align.csv"), history)
         kind = "class" if meta["task_type"] in CLASSIFICATION else "pseudo-label"
         n = len(before)
+        from flows import figures  # matplotlib loads in the stages that draw
+
         figures.alignment_projection(
             ref.cloud.numpy(),
             before,
@@ -588,6 +589,8 @@ def fit(ctx: StageContext) -> dict[str, float]:
         write_json(ctx.layout.metrics("fit"), summary)
         write_curve(ctx.layout.plot("fit.csv"), history)
         keys = ["train_loss", "val_loss", f"val_{meta['metric']}"]
+        from flows import figures  # matplotlib loads in the stages that draw
+
         figures.epoch_curves(history, keys, ctx.layout.plot("fit.png"), "Stage 2: fitting", empty_message="no epochs")
         run.artifact(ctx.layout.plot("fit.png"), "plots")
         run.metrics({"seconds/fit": summary["seconds"]})
@@ -637,6 +640,7 @@ def _bound_terms(
 def _evaluation_figures(ctx: StageContext, meta: dict, result: dict, test: Split, scores: np.ndarray) -> list:
     """Confusion matrix (classification) or true vs predicted fields, and the bound report."""
     from components.metrics import confusion_matrix
+    from flows import figures  # matplotlib loads in the stages that draw
 
     out = ctx.layout.plot("evaluate")
     shutil.rmtree(out, ignore_errors=True)  # which figures exist depends on the task type

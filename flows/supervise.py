@@ -16,7 +16,10 @@ re-parented to init. So on Linux the console script forks first:
   Ctrl-C, so context managers close Prefect's server and end MLflow runs; whatever is still
   alive after a grace period is killed. On its way out it stops its remaining descendants.
 
-Either way no descendant outlives the command by more than :data:`STOP_WITHIN_S` seconds.
+Either way no descendant outlives the command by more than :data:`STOP_WITHIN_S` seconds, save one
+kind: a process started with ``OUTLIVES_COMMAND=1`` (flows/prefect_local.py) in its environment (the keeper of a
+workspace's shared Prefect server, flows/prefect_local.py, which stops itself when idle) is left
+running, with its subtree.
 ``RECRAFT_NO_SUPERVISE=1``, or an OS without these calls, runs the app in this process instead.
 
 This module runs before everything else: it imports only the standard library's small modules.
@@ -90,8 +93,20 @@ def _stat(pid: str) -> tuple[int, str] | None:
     return int(fields[1]), fields[0]
 
 
+def _outlives(pid: int) -> bool:
+    """Whether ``pid`` was started with ``OUTLIVES_COMMAND=1`` in its environment."""
+    from flows.prefect_local import OUTLIVES_COMMAND  # imported when stopping, never at start-up
+
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{OUTLIVES_COMMAND}=1".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def descendants(root: int | None = None) -> list[int]:
-    """Live (not zombie) descendants of ``root`` (default: this process), parents first."""
+    """Live (not zombie) descendants of ``root`` (default: this process), parents first; a process
+    started with ``OUTLIVES_COMMAND=1`` and its subtree are not counted."""
     children: dict[int, list[int]] = {}
     live: set[int] = set()
     for entry in os.listdir("/proc"):
@@ -102,6 +117,8 @@ def descendants(root: int | None = None) -> list[int]:
     found, todo = [], [os.getpid() if root is None else root]
     while todo:
         for child in children.get(todo.pop(), ()):
+            if _outlives(child):
+                continue
             found.append(child)
             todo.append(child)
     return [pid for pid in found if pid in live]

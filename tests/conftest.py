@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# A workspace's shared Prefect server (plain `dvc repro`, flows/prefect_local.py) stops 10 s after
+# its last stage, not 30 s: the suite's workspaces come and go quickly.
+os.environ.setdefault("RECRAFT_PREFECT_IDLE_S", "10")
 
 
 def build_tiny_body(n_layers: int = 2, **config):

@@ -56,11 +56,25 @@ def repo(tmp_path_factory, wheel_cache):
     return repo, env
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+def _servers_started(path: Path) -> int:
+    log = path / ".prefect" / "server.log"
+    return log.read_text().count("Configure Prefect to communicate with the server") if log.exists() else 0
+
+
 def test_repro_then_noop_then_partial(repo):
     path, env = repo
-    first = _run([str(BIN / "recraft"), "repro"], path, env)
+    # A plain `dvc repro`: its seven stage processes share one Prefect server (flows/prefect_local.py).
+    first = _run([str(BIN / "dvc"), "repro"], path, env)
     assert "Running stage 'evaluate'" in first.stdout, first.stdout[-2000:]
     assert (path / "metrics" / "evaluate.json").exists()
+    assert _servers_started(path) == 1
 
     second = _run([str(BIN / "dvc"), "repro"], path, env)
     assert "Running stage" not in second.stdout
@@ -128,3 +142,37 @@ def test_fit_under_torchrun_matches_one_process(repo):
         # and training loss by under 0.02.
         assert abs(mine["train_loss"] - ref["train_loss"]) < 0.05, (mine, ref)
         assert abs(mine["val_accuracy"] - ref["val_accuracy"]) < 0.05, (mine, ref)
+
+
+def test_ctrl_c_in_a_plain_dvc_repro_leaves_no_prefect_server(repo):
+    """Ctrl-C while a stage runs: the stage stops, and the workspace's shared Prefect server stops
+    once idle (RECRAFT_PREFECT_IDLE_S, 10 s in the suite), with no process of it left."""
+    import json
+    import signal
+    import time
+
+    from flows.supervise import descendants
+
+    path, env = repo
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", "--force", "--single-item", "align"],
+        cwd=path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    state, leases = path / ".prefect" / "server.json", path / ".prefect" / "leases"
+    deadline = time.monotonic() + 300
+    while not (state.exists() and any(leases.glob("*"))) and time.monotonic() < deadline:
+        assert proc.poll() is None, "dvc repro ended before its stage took the server"
+        time.sleep(0.2)
+    keeper = json.loads(state.read_text())["pid"]
+    server = [keeper, *descendants(keeper)]
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process group
+    assert proc.wait(timeout=60) != 0
+    deadline = time.monotonic() + 10 + 15
+    while (alive := [p for p in server if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"Prefect server processes {alive} outlived the interrupted dvc repro"
+    assert not state.exists()

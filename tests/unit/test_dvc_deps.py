@@ -24,6 +24,7 @@ RECORD_ONLY = {
     "components/faults.py",
     "flows/layout.py",
     "flows/lock.py",
+    "flows/prefect_local.py",
     "flows/progress.py",
     "flows/settings.py",
     "flows/supervise.py",
