@@ -145,13 +145,13 @@ def _tracking(settings: Settings) -> tuple[str, str]:
     store = sqlite_file(uri)
     if store is not None and not store.is_file():
         if os.access(_existing_parent(store), os.W_OK):
-            return "ok", f"{uri} (not created yet: the first run creates it)"
+            return "ok", f"{uri} (not created yet: the first run creates it; from {settings.source('tracking_uri')})"
         return "fail", f"{uri}: {store.parent} cannot be created or written"
     import mlflow
 
     with _one_short_try():
         experiments = mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=100)
-    return "ok", f"{uri} ({len(experiments)} experiment(s))"
+    return "ok", f"{uri} ({len(experiments)} experiment(s); from {settings.source('tracking_uri')})"
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings", "configure_prefect", "sqlite_file", "redact"]
@@ -37,8 +37,16 @@ def redact(text: str) -> str:
     return _KEY_PASSWORD.sub(r"\g<head>***", text)
 
 
+# MLflow's own variables, honoured where the ``RECRAFT_*`` one is not set: field -> variable.
+# (``MLFLOW_REGISTRY_URI`` and ``AWS_*`` are read by MLflow and boto3 themselves.)
+TOOL_VARIABLES = {"tracking_uri": "MLFLOW_TRACKING_URI", "experiment": "MLFLOW_EXPERIMENT_NAME"}
+
+
 class Settings(BaseSettings):
-    """Stores and caches. Every field maps to ``RECRAFT_<FIELD>`` in the environment."""
+    """Stores and caches. Every field maps to ``RECRAFT_<FIELD>`` in the environment; where that is
+    not set, ``tracking_uri`` and ``experiment`` take MLflow's ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_EXPERIMENT_NAME`` (:data:`TOOL_VARIABLES`). :meth:`source` says which one is in force.
+    """
 
     model_config = SettingsConfigDict(env_prefix="RECRAFT_", env_file=".env", extra="ignore")
 
@@ -57,6 +65,25 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(
         50, ge=0, description="align/fit save a resumable state every N optimiser steps and each epoch (0: off)"
     )
+
+    @model_validator(mode="after")
+    def _tool_variables(self) -> Settings:
+        """Fill the fields that no ``RECRAFT_*`` variable (nor an argument) set from MLflow's own."""
+        adopted = {}
+        for field, variable in TOOL_VARIABLES.items():
+            unset = field not in self.model_fields_set or not getattr(self, field)  # "" is unset too
+            if unset and os.environ.get(variable):
+                setattr(self, field, os.environ[variable])
+                adopted[field] = variable
+        object.__setattr__(self, "_adopted", adopted)
+        return self
+
+    def source(self, field: str) -> str:
+        """Where ``field``'s value comes from: ``RECRAFT_<FIELD>`` (or an argument), MLflow's own
+        variable, or ``default``."""
+        if field in getattr(self, "_adopted", {}):
+            return self._adopted[field]
+        return f"RECRAFT_{field.upper()}" if field in self.model_fields_set and getattr(self, field) else "default"
 
     def __repr_args__(self):
         """Fields as ``repr`` shows them (tracebacks, logs), with passwords in URLs masked."""

@@ -32,6 +32,15 @@ def build_tiny_body(n_layers: int = 2, **config):
     return Body(BertModel(config, add_pooling_layer=False).eval())
 
 
+@pytest.fixture(autouse=True)
+def _no_mlflow_variables_from_earlier_tests(monkeypatch):
+    """``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` to the process environment, and
+    Settings honours that variable: one test's store would become the next one's. Each test
+    starts without MLflow's variables (a test that wants one sets it)."""
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+
+
 @pytest.fixture
 def tiny_body():
     """A 2-layer tiny body, in milliseconds."""

@@ -161,7 +161,15 @@ def test_doctor_passes_on_a_fresh_machine_and_creates_nothing(tmp_path):
     assert rows["asset janggu-dna"]["status"] == "warn" and "not cached" in rows["asset janggu-dna"]["detail"]
     assert rows["extracted body"]["status"] == rows["s3 mirror"]["status"] == "skip"
     assert "not created yet" in rows["tracking store"]["detail"]
+    assert "from RECRAFT_TRACKING_URI" in rows["tracking store"]["detail"]
     assert list(tmp_path.iterdir()) == []  # read-only: no store, no cache folder
+
+
+def test_doctor_says_when_mlflow_tracking_uri_is_the_store_in_force(tmp_path):
+    store = tmp_path / "mlflow-own.db"
+    res = _doctor(tmp_path, RECRAFT_TRACKING_URI=None, MLFLOW_TRACKING_URI=f"sqlite:///{store}")
+    detail = {c["name"]: c for c in json.loads(res.stdout)["checks"]}["tracking store"]["detail"]
+    assert str(store) in detail and "from MLFLOW_TRACKING_URI" in detail, detail
 
 
 def test_doctor_fails_for_unreachable_stores(tmp_path):

@@ -74,7 +74,8 @@ def shared(tmp_path_factory, wheel_cache):
     with local_prefect_server(base / "prefect-server.log") as url:
         env = {
             **os.environ,
-            "RECRAFT_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+            # MLflow's own variable, as most MLflow users export it: recraft honours it.
+            "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
             "RECRAFT_ARTIFACT_LOCATION": (base / "artifacts").as_uri(),
             "RECRAFT_WHEEL_CACHE": str(wheel_cache),
             "RECRAFT_DEVICE": "cpu",
@@ -82,7 +83,8 @@ def shared(tmp_path_factory, wheel_cache):
             "PREFECT_HOME": str(base / "prefect"),
             "PREFECT_API_URL": url,
         }
-        env.pop("RECRAFT_FAULT", None)
+        for variable in ("RECRAFT_FAULT", "RECRAFT_TRACKING_URI", "RECRAFT_ROOT"):
+            env.pop(variable, None)
         yield base, env
 
 
@@ -90,8 +92,10 @@ def _run(workdir: Path, task: Path, env: dict, fault: str | None = None) -> subp
     sets = [a for kv in TINY for a in ("--set", kv)]
     cmd = [RECRAFT, "run", "--task", f"npz:{task}", "--workdir", str(workdir), "--metrics-out", str(workdir / "m.json")]
     env = {**env, "RECRAFT_FAULT": fault} if fault else env
+    cwd = workdir.parent / "cwd"  # where a default store (./mlflow.db) would appear
+    cwd.mkdir(exist_ok=True)
     proc = subprocess.Popen(
-        cmd + sets, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd + sets, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         out, err = proc.communicate(timeout=600)
@@ -113,6 +117,19 @@ def reference(shared) -> dict:
     proc = _run(work, task, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return _outcome(work)
+
+
+def test_with_only_mlflow_tracking_uri_set_the_runs_land_in_that_store_and_nowhere_else(shared, reference):
+    """``MLFLOW_TRACKING_URI`` alone (no ``RECRAFT_TRACKING_URI``) names the store of every run."""
+    import sqlite3
+
+    base, env = shared
+    assert "RECRAFT_TRACKING_URI" not in env
+    with sqlite3.connect(base / "mlflow.db") as db:
+        names = {row[0] for row in db.execute("SELECT name FROM runs")}
+    assert {"assets", "prepare", "source", "align", "fit", "evaluate"} <= {n.split("-")[0] for n in names}, names
+    # Nowhere else: not in the default store, ./mlflow.db of the directory the run started in.
+    assert list(base.rglob("mlflow.db")) == [base / "mlflow.db"]
 
 
 def _sha256(path: Path) -> str:
