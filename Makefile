@@ -23,8 +23,11 @@ run: install
 	$(BIN)/dvc metrics show metrics/evaluate.json && \
 	echo "Browse the runs: $(BIN)/recraft ui   (MLflow UI on http://127.0.0.1:5000)"
 
+# Two worker processes (a test file stays on one worker, so its module fixtures are made once);
+# TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check components flows tests
