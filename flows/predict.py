@@ -85,7 +85,6 @@ def resolve_model(spec: str, settings: Settings, scratch: Path) -> Path:
     if path.exists() or not (spec.startswith(("models:/", "runs:/")) or _ALIAS.match(spec)):
         return _local_model_dir(path, spec)
     uri = spec if ":/" in spec else f"models:/{spec}"
-    import mlflow
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
@@ -93,7 +92,9 @@ def resolve_model(spec: str, settings: Settings, scratch: Path) -> Path:
     store = sqlite_file(tracking)
     if store is not None and not store.is_file():  # opening it would create it
         raise UserError(f"no MLflow tracking store at {tracking}", hint="run the pipeline, or set RECRAFT_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking)  # models:/ URIs resolve through the registry of this store
+    from flows.tracking import use_tracking_uri
+
+    use_tracking_uri(tracking)  # models:/ URIs resolve through the registry of this store
     try:
         local = Path(download_artifacts(artifact_uri=uri, dst_path=str(scratch)))
     except MlflowException as exc:

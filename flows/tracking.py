@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 from components.errors import UserError
 from flows.settings import Settings, redact
 
-__all__ = ["Tracker", "ClientRun", "runtime_tags"]
+__all__ = ["Tracker", "ClientRun", "runtime_tags", "use_tracking_uri"]
 
 _PIPELINE_TAG = "recraft.pipeline"
 _WORKSPACE_TAG = "recraft.workspace"
@@ -62,6 +63,23 @@ def runtime_tags() -> dict[str, str]:
     return {"recraft.torch": torch.__version__, "recraft.torch_threads": str(torch.get_num_threads())}
 
 
+def use_tracking_uri(uri: str) -> None:
+    """``mlflow.set_tracking_uri(uri)`` without its side effect on the process environment.
+
+    MLflow also exports the URI as ``MLFLOW_TRACKING_URI``, which :class:`Settings` honours: a
+    later workspace in the same process (or a subprocess started from it) would silently log to
+    this store. The variable is put back as the user had it.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 class Tracker:
     """MLflow runs for one workspace.
 
@@ -77,7 +95,7 @@ class Tracker:
         self.settings = settings
         self.workspace = str(workspace.resolve())
         uri = settings.resolved_tracking_uri()
-        mlflow.set_tracking_uri(uri)
+        use_tracking_uri(uri)
         try:
             with _first_use_lock(uri):
                 exp = mlflow.get_experiment_by_name(settings.experiment)
@@ -145,12 +163,18 @@ class Tracker:
         self.parent_id = parent_id
         try:
             with mlflow.start_run(run_id=child.info.run_id):
-                yield StageRun(mlflow, child.info.run_id)
+                try:
+                    yield StageRun(mlflow, child.info.run_id)
+                except Exception:
+                    raise
+                except BaseException:  # stopped (Ctrl-C, SIGTERM): a re-run resumes under the same parent
+                    # Ended KILLED in one write, before start_run's exit would end it FAILED: a kill
+                    # between two writes would leave FAILED. Killed before it, the run stays
+                    # RUNNING, which the re-run marks KILLED.
+                    mlflow.end_run("KILLED")
+                    raise
         except Exception:
             client.set_terminated(parent_id, status="FAILED")
-            raise
-        except BaseException:  # stopped (Ctrl-C, SIGTERM): a re-run resumes under the same parent
-            client.set_terminated(child.info.run_id, status="KILLED")
             raise
         if close_parent:
             client.set_terminated(parent_id, status="FINISHED")

@@ -10,6 +10,10 @@ import torch
 # A workspace's shared Prefect server (plain `dvc repro`, flows/prefect_local.py) stops 10 s after
 # its last stage, not 30 s: the suite's workspaces come and go quickly.
 os.environ.setdefault("RECRAFT_PREFECT_IDLE_S", "10")
+# MLflow's own variables name the store of every run (flows/settings.py): a developer's exported
+# MLFLOW_TRACKING_URI must not reach the suite's workspaces, module fixtures included.
+for _variable in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+    os.environ.pop(_variable, None)
 
 
 def build_tiny_body(n_layers: int = 2, **config):

@@ -39,3 +39,22 @@ def test_concurrent_first_use_of_a_sqlite_store(tmp_path):
         p.join(timeout=60)
     assert all(kind == "ok" for kind, _ in results), results
     assert len({exp for _, exp in results}) == 1, results
+
+
+def test_a_tracker_leaves_the_process_environment_as_it_was(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which Settings honours: without the
+    undo, the next workspace in this process (or a subprocess of it) would log to this store."""
+    import os
+
+    from flows.settings import load_settings
+    from flows.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = load_settings(root=tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    Tracker(first, tmp_path / "a")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert load_settings(root=tmp_path / "b").resolved_tracking_uri() == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///somewhere.db")
+    Tracker(load_settings(root=tmp_path / "a", tracking_uri=first.resolved_tracking_uri()), tmp_path / "a")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///somewhere.db"  # the user's own, kept
