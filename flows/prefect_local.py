@@ -260,7 +260,9 @@ def _keep(folder: Path, timeout_s: float) -> int:
             if _live_leases(folder):
                 busy_at = time.monotonic()
             elif time.monotonic() - busy_at > idle_s:
-                with _locked(folder / "server.lock"):  # no caller is between its check and its lease
+                # Under the lock no caller is inside SharedServer.url() reading server.json; a lease
+                # taken just after the check finds no server.json and starts a fresh keeper.
+                with _locked(folder / "server.lock"):
                     if not _live_leases(folder):
                         (folder / "server.json").unlink(missing_ok=True)
                         break
