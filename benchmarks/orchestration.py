@@ -19,9 +19,10 @@ The MLflow store and ``PREFECT_HOME`` live in one temp dir for the whole benchma
 created by an untimed warm-up, so no timed run pays their one-time database migrations. Also
 timed, interleaved: the imports one stage process pays (``flows.stages`` + MLflow), the bare
 loop's imports, and a Prefect server start. Read ``dvc / bare`` (target <= 1.25), the stage
-fixed cost (target <= 3 s) and the no-op ``dvc repro`` seconds (target <= 2 s); the breakdown sets the stages' own seconds (metrics/*.json,
-measured inside each flow) against the bare phases, and the remainder of each wall time is
-process start, imports, flow/run bookkeeping, figures and output hashing.
+fixed cost (target <= 3 s) and the no-op ``dvc repro`` seconds (target <= 2 s); the breakdown
+sets the stages' own seconds (metrics/*.json, measured inside each flow) against the bare
+phases, and the remainder of each wall time is process start, imports, flow/run bookkeeping,
+figures and output hashing.
 """
 
 from __future__ import annotations

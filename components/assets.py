@@ -197,6 +197,8 @@ ASSETS: dict[str, WheelAsset | SplitZipAsset] = {
     "basic-motions": _sktime_data("BasicMotions", ("BasicMotions_TRAIN.ts", "BasicMotions_TEST.ts")),
     # UEA JapaneseVowels: 12 channels x 7..29 steps (unequal lengths), 9 speakers, 270 / 370 cases.
     "japanese-vowels": _sktime_data("JapaneseVowels", ("JapaneseVowels_TRAIN.ts", "JapaneseVowels_TEST.ts")),
+    # Tecator: 100-channel near-infrared absorbance spectra of meat -> fat content (%), 172 / 43 cases.
+    "tecator": _sktime_data("Tecator", ("Tecator_TRAIN.ts", "Tecator_TEST.ts")),
     # Darcy flow: binary coefficient field x -> solution y; 1000 train / 50 test at 16x16, 50 at 32x32.
     "neuralop-darcy": WheelAsset(
         package="neuraloperator",

@@ -54,6 +54,13 @@ class ModelParams(_Section):
         "copied in (as the released codes); fresh: LayerNorm(conv) + pos with a fresh LayerNorm",
     )
 
+    linear_skip: bool = Field(
+        True,
+        description="fields and regression: add the ridge map fitted on the training split (penalty chosen "
+        "on validation) to the model's output, so the body learns what a linear map cannot; "
+        "ignored by classification tasks",
+    )
+
 
 class DataParams(_Section):
     task_type: Literal["binary", "multiclass", "multilabel", "regression", "field"] | None = Field(

@@ -25,6 +25,7 @@ __all__ = [
     "build_embedder",
     "init_from_body",
     "head_outputs",
+    "LinearSkip",
 ]
 
 
@@ -245,6 +246,40 @@ def head_outputs(task_type: str, target_shape: list[int], n_classes: int) -> int
     return math.prod(target_shape) if target_shape else 1
 
 
+class LinearSkip(nn.Module):
+    """A fixed linear map from the flattened input to the flattened output, added to the head's.
+
+    Holds :class:`components.reference.LinearMap` as buffers (not trained; saved with the model):
+    ``y = y_mean + ((x - x_mean) @ basis) @ coef``. Its rank is known only once the map is fitted,
+    so a placeholder of rank 0 takes the shapes of the state dict it loads.
+    """
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.register_buffer("x_mean", torch.zeros(d_in))
+        self.register_buffer("basis", torch.zeros(d_in, 0))
+        self.register_buffer("coef", torch.zeros(0, d_out))
+        self.register_buffer("y_mean", torch.zeros(d_out))
+
+    @torch.no_grad()
+    def set_map(self, linear_map) -> None:
+        """Load a fitted :class:`components.reference.LinearMap` (float32)."""
+        for name in ("x_mean", "basis", "coef", "y_mean"):
+            setattr(self, name, torch.as_tensor(getattr(linear_map, name), dtype=torch.float32).contiguous())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("basis", "coef"):  # adopt the saved rank
+            if (key := prefix + name) in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], dtype=getattr(self, name).dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 even under bf16 autocast: the map is often most of the prediction.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            flat = x.flatten(1).float() - self.x_mean
+            return (flat @ self.basis) @ self.coef + self.y_mean
+
+
 class CrossModalModel(nn.Module):
     """``h_t(g(phi(x)))`` with a head for the task type.
 
@@ -254,6 +289,11 @@ class CrossModalModel(nn.Module):
       predicts standardised targets, rescaled by ``target_mean``/``target_std`` buffers).
     - ``field``: ``Linear(d, C_out * patch)`` on every token, folded back onto the input's grid;
       outputs (B, C_out, *spatial).
+
+    With ``linear_skip`` (fields and regression), a fixed :class:`LinearSkip` of the raw input is
+    added to the output and the head starts at zero: the model starts as the linear map it is
+    given (:meth:`LinearSkip.set_map`, the ridge fit of the fit stage) and the body learns what a
+    linear map cannot.
     """
 
     def __init__(
@@ -263,8 +303,11 @@ class CrossModalModel(nn.Module):
         n_out: int,
         task_type: str = "multiclass",
         target_shape: tuple[int, ...] = (),
+        linear_skip: bool = False,
     ) -> None:
         super().__init__()
+        if linear_skip and task_type not in ("field", "regression"):
+            raise ValueError(f"a linear skip needs real-valued targets; task type {task_type!r} has none")
         self.embedder = embedder
         self.body = body
         self.task_type = task_type
@@ -274,6 +317,11 @@ class CrossModalModel(nn.Module):
         self.head = nn.Linear(body.hidden_size, width)
         self.register_buffer("target_mean", torch.zeros(n_out))
         self.register_buffer("target_std", torch.ones(n_out))
+        self.skip = None
+        if linear_skip:
+            self.skip = LinearSkip(math.prod(embedder.input_shape), math.prod(self.target_shape) or 1)
+            nn.init.zeros_(self.head.weight)  # the model starts as the linear map
+            nn.init.zeros_(self.head.bias)
 
     def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Body outputs (B, T, d) and the token mask (B, T) or ``None``."""
@@ -288,9 +336,16 @@ class CrossModalModel(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h, tmask = self.tokens(x, mask)
         if self.task_type == "field":
-            return self.embedder.fold(self.head(h))
-        out = self.head(masked_mean(h, tmask))
-        if self.task_type == "regression":
-            out = out * self.target_std + self.target_mean
-            return out.view(len(out), *self.target_shape)
+            out = self.embedder.fold(self.head(h))
+        else:
+            out = self.head(masked_mean(h, tmask))
+            if self.task_type != "regression":
+                return out
+            out = out * self.target_std  # standardised -> target units
+            if self.skip is None:  # the skip's map carries the mean
+                out = out + self.target_mean
+            out = out.view(len(out), *self.target_shape)
+        if self.skip is not None:
+            xs = x if mask is None else x * mask.unsqueeze(1).to(x.dtype)
+            out = out.float() + self.skip(xs).view(out.shape)  # the sum in float32 under autocast too
         return out

@@ -37,8 +37,10 @@ class TsData(NamedTuple):
     Attributes:
         x: (N, C, L) float32 values; steps past a case's length are 0.
         mask: (N, L) bool, True at a case's real time steps.
-        labels: (N,) str class labels as written in the file.
-        class_names: the labels declared by ``@classLabel true ...``, in declared order.
+        labels: (N,) str class labels as written in the file (a regression file: the targets as
+            written).
+        class_names: the labels declared by ``@classLabel true ...``, in declared order; empty
+            for a regression file (``@targetLabel true``).
     """
 
     x: np.ndarray
@@ -76,24 +78,39 @@ def _parse_ts_header(path: Path, lines: list[str]) -> tuple[dict[str, list[str]]
     raise DataError(f"{path}: no @data line; a .ts file needs its header ended by @data")
 
 
-def _check_ts_tags(path: Path, tags: dict[str, list[str]]) -> tuple[str, ...]:
-    """Reject header options this reader does not support; return the declared class names."""
+def _check_ts_tags(path: Path, tags: dict[str, list[str]]) -> tuple[str, ...] | None:
+    """Reject header options this reader does not support; return the declared class names
+    (``None`` for a regression file, ``@targetLabel true``)."""
     if tags.get("timestamps", ["false"])[0].lower() == "true":
         raise DataError(f"{path}: @timeStamps true is not supported; expected plain comma-separated values")
+    if tags.get("targetlabel", ["false"])[0].lower() == "true":
+        return None
     class_label = tags.get("classlabel", [])
     if not class_label or class_label[0].lower() != "true" or len(class_label) < 2:
-        raise DataError(f"{path}: expected '@classLabel true <label> ...' in the header (a classification problem)")
+        raise DataError(
+            f"{path}: expected '@classLabel true <label> ...' (classification) or '@targetLabel true' "
+            "(regression) in the header"
+        )
     return tuple(class_label[1:])
 
 
-def _parse_ts_case(path: Path, lineno: int, line: str, class_names: tuple[str, ...]) -> tuple[np.ndarray, str]:
-    """One data line ``c1v1,c1v2,...:c2v1,...:label`` -> ((C, L) float64 values, label)."""
+def _parse_ts_case(path: Path, lineno: int, line: str, class_names: tuple[str, ...] | None) -> tuple[np.ndarray, str]:
+    """One data line ``c1v1,c1v2,...:c2v1,...:label`` -> ((C, L) float64 values, label).
+
+    ``class_names`` ``None``: a regression file, whose label must be a finite number.
+    """
     *channels, label = line.split(":")
     label = label.strip()
     where = f"{path}:{lineno}"
     if not channels:
         raise DataError(f"{where}: expected channels separated by ':' and a class label last, got {line[:40]!r}")
-    if label not in class_names:
+    if class_names is None:
+        try:
+            if not np.isfinite(float(label)):
+                raise ValueError("not finite")
+        except ValueError as exc:
+            raise DataError(f"{where}: target {label!r} is not a finite number (@targetLabel true)") from exc
+    elif label not in class_names:
         raise DataError(f"{where}: label {label!r} is not among the declared classes {list(class_names)}")
     rows = []
     for c, text in enumerate(channels):
@@ -114,17 +131,18 @@ def _parse_ts_case(path: Path, lineno: int, line: str, class_names: tuple[str, .
 
 
 def read_ts(path: str | Path) -> TsData:
-    """Read a classification problem in the sktime/UEA ``.ts`` format.
+    """Read a classification or regression problem in the sktime/UEA ``.ts`` format.
 
     The format: ``#`` comment lines and ``@tag value`` header lines, then ``@data``, then one
     case per line: channels separated by ``:``, values within a channel by ``,``, the class
-    label last. Cases may differ in length (``@equalLength false``); they are zero-padded to the
-    longest and ``mask`` marks the real steps. Missing values (``?``) and ``@timeStamps true``
+    label (or, with ``@targetLabel true``, the numeric target) last. Cases may differ in length
+    (``@equalLength false``); they are zero-padded to the longest and ``mask`` marks the real
+    steps. Missing values (``?``) and ``@timeStamps true``
     are rejected rather than guessed at.
 
     Raises:
-        DataError: the file is unreadable, has no ``@data``, declares no class labels, or has a
-            malformed case (the message gives the line number).
+        DataError: the file is unreadable, has no ``@data``, declares neither class labels nor a
+            target, or has a malformed case (the message gives the line number).
     """
     path = Path(path)
     lines = _read_lines(path, ".ts")
@@ -149,7 +167,7 @@ def read_ts(path: str | Path) -> TsData:
     for n, case in enumerate(cases):
         x[n, :, : case.shape[1]] = case
     mask = np.arange(lengths.max())[None, :] < lengths[:, None]
-    return TsData(x=x, mask=mask, labels=np.array(labels, dtype=str), class_names=class_names)
+    return TsData(x=x, mask=mask, labels=np.array(labels, dtype=str), class_names=class_names or ())
 
 
 def _check_ts_declared_shape(path: Path, tags: dict[str, list[str]], cases: list[np.ndarray]) -> None:

@@ -38,7 +38,14 @@ def load_model_dir(directory: str | Path) -> CrossModalModel:
         raise CheckpointError(f"{directory} is not a recraft model directory: {exc}") from exc
     body = load_body(directory / "body", pretrained=False)
     embedder = build_embedder(emb)
-    model = CrossModalModel(embedder, body, config["n_out"], config["task_type"], tuple(config["target_shape"]))
+    model = CrossModalModel(
+        embedder,
+        body,
+        config["n_out"],
+        config["task_type"],
+        tuple(config["target_shape"]),
+        linear_skip=config.get("linear_skip", False),
+    )
     model.masked = bool(config.get("masked", False))
     load_checkpoint(directory, model, {"kind": "cross_modal_model"})
     return model.eval()

@@ -423,6 +423,32 @@ def _load_vowels(root: Path, data: Any) -> RawTask:
     return _uea_task(root, "JapaneseVowels")
 
 
+def _load_tecator(root: Path, data: Any) -> RawTask:
+    """Tecator: near-infrared absorbance spectra (850-1050 nm, 100 channels) of meat -> fat (%).
+
+    The spectrum is one channel of 100 steps; the target is the fat content measured by chemical
+    analysis. The files hold 172 training and 43 test cases, with exact repeats: 14 training
+    spectra repeat another training spectrum, and 8 repeat a test spectrum (same fat value each
+    time). Training keeps the first copy of each spectrum that is not in the test split: 150 cases.
+    """
+    from components.readers import read_ts
+
+    del data
+
+    def split(name: str) -> Split:
+        ts = read_ts(root / name)
+        return Split(ts.x, ts.labels.astype(np.float32))
+
+    train, test = split("Tecator_TRAIN.ts"), split("Tecator_TEST.ts")
+    seen = {row.tobytes() for row in test.x}
+    keep = []
+    for i, row in enumerate(train.x):
+        if (key := row.tobytes()) not in seen:
+            seen.add(key)
+            keep.append(i)
+    return RawTask(train=train.take(np.asarray(keep)), test=test, task_type="regression")
+
+
 #: ECG window length in steps (MIT-BIH is sampled at 360 Hz: 10 steps is 28 ms).
 ECG_WINDOW = 10
 
@@ -556,6 +582,15 @@ TASKS: dict[str, TaskSpec] = {
         shapes="12 x 7..29 (masked) -> 9 classes",
         source="sktime 1.2.0 UEA JapaneseVowels: 12 x 7..29 (padded, masked), 9 classes",
         asset="japanese-vowels",
+    ),
+    "tecator": TaskSpec(
+        loader=_load_tecator,
+        task_type="regression",
+        metric="rmse",
+        modality="NIR spectroscopy",
+        shapes="1 x 100 -> fat (%)",
+        source="sktime 1.2.0 Tecator: 100-channel absorbance spectra -> fat content, 150 / 43 cases (deduplicated)",
+        asset="tecator",
     ),
     "darcy": TaskSpec(
         loader=_load_darcy,

@@ -429,6 +429,10 @@ def fit_model(
     early-stopping state and the best weights so far) every ``checkpoint_every`` steps and after
     each epoch; a re-run resumes from it with bit-identical results (on CPU).
 
+    A model with a linear skip (:class:`components.model.LinearSkip`) counts its starting point,
+    the fitted map, as epoch 0 of the early stopping: the weights returned score at least as well
+    on validation as the map alone.
+
     Returns:
         The model holding the best weights, and one dict per epoch (``train_loss``, ``val_*``).
     """
@@ -483,6 +487,11 @@ def fit_model(
         best_state = best or None
     best_score = -float("inf") if progress["best_score"] is None else progress["best_score"]
     bad_epochs, global_step = progress["bad_epochs"], progress["epoch"] * steps_per_epoch + progress["step"]
+    if restored is None and model.skip is not None:
+        # A model that starts as a fitted linear map competes with its own start: fitting never
+        # returns weights that score worse on validation than the map alone.
+        start = compute_metrics(model.task_type, predict_scores(model, val.x, device, mask=val.mask), val.y, target_std)
+        best_score, best_state = sign * start[metric], copy.deepcopy(model.state_dict())
 
     def snapshot(epoch: int, step: int, seen_loss: float, stopped: bool = False) -> tuple[dict, dict]:
         finite = best_score if best_score != -float("inf") else None

@@ -275,6 +275,9 @@ def stage(
 
 def _print_result(result: dict) -> None:
     rows = {k: f"{result[k]:.4f}" for k in sorted(k for k in result if k.startswith(("test/", "val/", "bound/")))}
+    # The linear references (fields and regression) in the task's metric, beside ours.
+    metric = result.get("metric")
+    rows |= {k: f"{result[k]:.4f}" for k in sorted(result) if k.startswith("reference/") and k.endswith(f"/{metric}")}
     total = sum(v for v in result.get("seconds", {}).values() if v)
     rows["seconds (stages)"] = f"{total:.0f}"
     _print_metrics(f"{result['task']} / {result['method']} / seed {result['seed']}", rows)

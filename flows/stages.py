@@ -42,6 +42,7 @@ from components.device import select_device
 from components.methods import get_method
 from components.metrics import HIGHER_IS_BETTER, compute_metrics, is_collapsed
 from components.model import CrossModalModel, build_embedder, head_outputs
+from components.reference import REFERENCE_TASK_TYPES, fit_ridge, references
 from components.serving import serving_files
 from components.source import (
     SourceBatch,
@@ -506,7 +507,13 @@ def _model_config(ctx: StageContext, meta: dict, d: int) -> dict:
         "masked": meta["masked"],
         "embedder": _embedder_config(ctx, meta, d),
         "n_layers": ctx.params.model.n_layers,
+        "linear_skip": _linear_skip(ctx, meta),
     }
+
+
+def _linear_skip(ctx: StageContext, meta: dict) -> bool:
+    """Whether the model adds a ridge map (``model.linear_skip``, real-valued targets only)."""
+    return ctx.params.model.linear_skip and meta["task_type"] in REFERENCE_TASK_TYPES
 
 
 def _build_model(ctx: StageContext, meta: dict, embedder_state: dict | None = None) -> CrossModalModel:
@@ -519,18 +526,31 @@ def _build_model(ctx: StageContext, meta: dict, embedder_state: dict | None = No
         load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})
     else:
         embedder.load_state_dict(embedder_state, strict=True)
-    return _assemble(embedder, body, meta)
+    return _assemble(embedder, body, meta, _linear_skip(ctx, meta))
 
 
-def new_model(ctx: StageContext, meta: dict, embedder_state: dict | None = None) -> CrossModalModel:
-    """Stage 2's starting point, seeded (the fit stage, its replicas and tune's confirmation)."""
+def new_model(
+    ctx: StageContext, meta: dict, train: Split, val: Split, embedder_state: dict | None = None
+) -> CrossModalModel:
+    """Stage 2's starting point, seeded (the fit stage, its replicas and tune's trials).
+
+    With a linear skip, the ridge map of ``train`` (penalty chosen on ``val``) is fitted here:
+    the model starts as that map.
+    """
     _seed(ctx.params.seed)
-    return _build_model(ctx, meta, embedder_state)
+    model = _build_model(ctx, meta, embedder_state)
+    if model.skip is not None:
+        model.skip.set_map(
+            fit_ridge(train.x, train.y, val.x, val.y, meta["task_type"], meta["metric"], train.mask, val.mask)
+        )
+    return model
 
 
-def _assemble(embedder, body, meta: dict) -> CrossModalModel:
+def _assemble(embedder, body, meta: dict, linear_skip: bool = False) -> CrossModalModel:
     """``phi + g`` with a fresh head for the prepared task, holding its regression target stats."""
-    model = CrossModalModel(embedder, body, meta["n_out"], meta["task_type"], tuple(meta["target_shape"]))
+    model = CrossModalModel(
+        embedder, body, meta["n_out"], meta["task_type"], tuple(meta["target_shape"]), linear_skip=linear_skip
+    )
     if meta["target_stats"] is not None:
         model.target_mean.copy_(torch.tensor(meta["target_stats"]["mean"]))
         model.target_std.copy_(torch.tensor(meta["target_stats"]["std"]))
@@ -566,9 +586,9 @@ def fit(ctx: StageContext) -> dict[str, float]:
     """Stage 2: fine-tune ``phi + g + h_t`` with early stopping on validation data."""
     started = time.perf_counter()
     meta = _meta(ctx)
-    model = new_model(ctx, meta)
     train = load_split(ctx.layout.prepared_dir / "train.npz")
     val = load_split(ctx.layout.prepared_dir / "val.npz")
+    model = new_model(ctx, meta, train, val)
     with ctx.tracker().stage("fit", flatten(ctx.params), ctx.tags) as run:
 
         def log_epoch(epoch: int, record: dict[str, float]) -> None:
@@ -602,9 +622,9 @@ def fit_replica(ctx: StageContext) -> None:
     """A rank other than 0 of ``torchrun ... recraft stage fit``: the same model, data, seed and
     checkpoint as rank 0, training its shard of every batch; it logs nothing and writes nothing."""
     meta = _meta(ctx)
-    model = new_model(ctx, meta)
     train = load_split(ctx.layout.prepared_dir / "train.npz")
     val = load_split(ctx.layout.prepared_dir / "val.npz")
+    model = new_model(ctx, meta, train, val)
     inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.embedder_dir / "weights.safetensors"]
     _fit_model(ctx, model, train, val, meta, _checkpoint(ctx, "fit", inputs))
 
@@ -681,6 +701,9 @@ def evaluate(ctx: StageContext) -> dict:
     result.update({f"val/{k}": v for k, v in compute_metrics(meta["task_type"], val_scores, val.y, std).items()})
     result.update({f"test/{k}": v for k, v in compute_metrics(meta["task_type"], test_scores, test.y, std).items()})
     result["test/collapsed"] = float(is_collapsed(meta["task_type"], test_scores))
+    # The linear references on the same splits (fields and regression): what ours must beat.
+    train = load_split(ctx.layout.prepared_dir / "train.npz")
+    result.update(references(meta["task_type"], meta["metric"], train, val, test, std))
     result.update(_bound_terms(ctx, model, val, meta, val_scores))
     seconds = {}
     for stage in ("assets", "prepare", "source", "tune", "align", "fit"):
@@ -700,7 +723,9 @@ def evaluate(ctx: StageContext) -> dict:
         run.metrics({k: v for k, v in result.items() if "/" in k})
         run.artifact(ctx.layout.metrics("evaluate"))
         log_and_register(ctx, result, meta)
-    tracker.log_parent_metrics({k: v for k, v in result.items() if k.startswith(("test/", "val/", "bound/"))})
+    tracker.log_parent_metrics(
+        {k: v for k, v in result.items() if k.startswith(("test/", "val/", "bound/", "reference/"))}
+    )
     return result
 
 

@@ -177,7 +177,7 @@ def run_trial(
         stages._align.fn(trial_ctx, embedder, body, ref, train, lambda epoch, record: None, None)
     state = {k: v.detach().cpu().clone() for k, v in embedder.state_dict().items()}
     del embedder, body
-    model = stages.new_model(trial_ctx, meta, state)
+    model = stages.new_model(trial_ctx, meta, train, val, state)
     metric = meta["metric"]
     # With the bound as target, the per-epoch report is its validation-loss term (lower is better).
     watched = f"val_{metric}" if params.tune.target == "val" else "val_loss"

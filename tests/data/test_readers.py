@@ -15,7 +15,15 @@ from components.readers import (
     read_ts,
 )
 
-READER_ASSETS = ("modlamp-amp", "mitdb", "basic-motions", "japanese-vowels", "neuralop-darcy", "neuralop-burgers")
+READER_ASSETS = (
+    "modlamp-amp",
+    "mitdb",
+    "basic-motions",
+    "japanese-vowels",
+    "tecator",
+    "neuralop-darcy",
+    "neuralop-burgers",
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +50,15 @@ def test_basic_motions(raw_dir):
         assert data.mask.all() and np.isfinite(data.x).all()
         assert data.class_names == ("Standing", "Running", "Walking", "Badminton")
         assert _counts(data.labels) == dict.fromkeys(data.class_names, 10)
+
+
+def test_tecator_spectra_and_fat_content(raw_dir):
+    sizes = {"TRAIN": 172, "TEST": 43}  # as shipped; the task drops repeated spectra
+    for split, n in sizes.items():
+        data = read_ts(raw_dir / "tecator" / f"Tecator_{split}.ts")
+        assert data.x.shape == (n, 1, 100) and data.mask.all() and np.isfinite(data.x).all()
+        fat = data.labels.astype(np.float64)
+        assert data.class_names == () and 0.0 < fat.min() and fat.max() < 100.0  # percent
 
 
 def test_japanese_vowels_unequal_lengths(raw_dir):
@@ -72,6 +89,17 @@ def test_ts_parser_pads_a_hand_written_file(tmp_path):
     assert data.x[1].tolist() == [[7, 8, 0], [9, 10, 0]]
     assert data.mask.tolist() == [[True, True, True], [True, True, False]]
     assert data.labels.tolist() == ["a", "b"] and data.class_names == ("a", "b")
+
+
+def test_ts_parser_reads_a_regression_file(tmp_path):
+    path = tmp_path / "reg.ts"
+    path.write_text("@problemName reg\n@equalLength true\n@targetLabel true\n@data\n1,2,3:4.5\n4,5,6:-0.25\n")
+    data = read_ts(path)
+    assert data.x.shape == (2, 1, 3) and data.class_names == ()
+    assert data.labels.astype(np.float32).tolist() == [4.5, -0.25]
+    path.write_text("@problemName reg\n@targetLabel true\n@data\n1,2,3:4.5\n4,5,6:fat\n")
+    with pytest.raises(DataError, match=r":5: target 'fat' is not a finite number"):
+        read_ts(path)
 
 
 _HEADER = "@problemName bad\n@classLabel true a b\n@data\n"

@@ -14,6 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from components.tasks import TASKS
 
@@ -101,6 +102,26 @@ def test_task_runs_end_to_end(task, source_stage, user_files, wheel_cache, tmp_p
     assert meta["task_type"] == expected_type
     assert result["metric"] == meta["metric"] and math.isfinite(result[f"test/{meta['metric']}"])
     assert math.isfinite(result["bound/value"])
+    metric = meta["metric"]
+    if meta["task_type"] in ("field", "regression"):
+        # The linear references sit beside ours; the model starts at the ridge map (a linear
+        # skip), so even this one-epoch run beats the mean prediction.
+        assert math.isfinite(result[f"reference/ridge/{metric}"])
+        assert result[f"test/{metric}"] < result[f"reference/mean/{metric}"], result
+        # The saved model (its skip included) reloads and predicts what evaluate scored.
+        from components.metrics import compute_metrics
+        from components.serving import load_model_dir
+        from components.training import predict_scores
+
+        test = load_split(ctx.layout.prepared_dir / "test.npz")
+        model = load_model_dir(ctx.layout.model_dir)
+        assert model.skip is not None
+        scores = predict_scores(model, test.x, torch.device("cpu"), mask=test.mask)
+        std = None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
+        again = compute_metrics(meta["task_type"], scores, test.y, std)[metric]
+        assert again == pytest.approx(result[f"test/{metric}"], rel=1e-5)
+    else:
+        assert not any(k.startswith("reference/") for k in result)
 
     splits = {n: load_split(ctx.layout.prepared_dir / f"{n}.npz") for n in ("train", "val", "test")}
     for split in splits.values():
