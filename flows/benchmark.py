@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 from prefect import flow
 
 from components.atomic import write_json, write_text
@@ -211,7 +212,27 @@ def _row(result: dict) -> dict:
         "collapsed": float(result.get("test/collapsed", 0.0)),
     }
     row.update({k: v for k, v in result.items() if k.startswith("bound/")})
+    for name in REFERENCES:  # the linear references of fields and regression, as errors
+        if (value := result.get(f"reference/{name}/{metric}")) is not None:
+            row[f"reference/{name}"] = to_error(value, higher)
     return row
+
+
+#: The reference predictors evaluate scores beside ours (components/reference.py).
+REFERENCES = ("ridge", "mean")
+
+
+def _references(rows: list[dict], tasks: list[str]) -> dict[str, dict[str, float]]:
+    """``task -> {reference: mean error}`` over the seeds of a task (a seed's references do not
+    depend on the method: they are fitted on that seed's splits)."""
+    out: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        for name in REFERENCES:
+            key = f"reference/{name}"
+            by_seed = {r["seed"]: r[key] for r in rows if r["task"] == task and key in r}
+            if by_seed:
+                out.setdefault(task, {})[name] = float(np.mean(list(by_seed.values())))
+    return out
 
 
 def summarise(rows: list[dict], variants: dict[str, str] | None = None) -> dict:
@@ -252,6 +273,7 @@ def summarise(rows: list[dict], variants: dict[str, str] | None = None) -> dict:
         "paired": _paired(rows, methods, tasks, COMPARISONS),
         "ablation": _paired(rows, methods, tasks, tuple((v, m) for v, m in (variants or {}).items())),
         "collapsed": collapse_counts(rows),
+        "references": _references(rows, tasks),
     }
 
 
@@ -323,21 +345,26 @@ def markdown(summary: dict) -> str:
     methods, tasks = summary["methods"], summary["tasks"]
     lines = [
         "Test error (lower is better; 1 - metric for higher-is-better metrics), mean ± std over seeds, "
-        "and the ratio to `nft`.",
+        "and the ratio to `nft`. Fields and regression also show the linear references fitted on the "
+        "same splits (ridge, penalty chosen on validation; the training mean), averaged over seeds.",
         "",
-        "| task (metric) | " + " | ".join(methods) + " |",
-        "|---|" + "---|" * len(methods),
+        "| task (metric) | " + " | ".join(methods) + " | " + " | ".join(REFERENCES) + " |",
+        "|---|" + "---|" * (len(methods) + len(REFERENCES)),
     ]
+    refs = summary.get("references", {})
     for t in tasks:
         row = []
         for m in methods:
             c = summary["cells"].get(f"{t}/{m}")
             ratio = summary["ratio_to_nft"].get(f"{t}/{m}")
             row.append("–" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({_fmt(ratio, 2)})")
+        row += [_fmt(refs[t][n], 4) if n in refs.get(t, {}) else "–" for n in REFERENCES]
         lines.append(f"| {t} ({summary['metric'][t]}) | " + " | ".join(row) + " |")
-    lines.append("| average rank | " + " | ".join(_fmt(summary["average_rank"][m], 2) for m in methods) + " |")
+    blank = " | –" * len(REFERENCES)
+    ranks = " | ".join(_fmt(summary["average_rank"][m], 2) for m in methods)
+    lines.append(f"| average rank | {ranks}{blank} |")
     geo = summary["geomean_ratio_to_nft"]
-    lines.append("| geo-mean ratio to nft | " + " | ".join(_fmt(geo[m], 3) for m in methods) + " |")
+    lines.append("| geo-mean ratio to nft | " + " | ".join(_fmt(geo[m], 3) for m in methods) + f"{blank} |")
     b = summary["bound_spearman"]
     lines += [
         "",

@@ -159,3 +159,32 @@ def test_collapse_counts_per_method():
         "recraft": {"collapsed": 0, "runs": 1},
         "scratch": {"collapsed": 2, "runs": 2},
     }
+
+
+def test_benchmark_rows_carry_the_linear_references_and_the_table_shows_them():
+    from flows.benchmark import _row, markdown, summarise
+
+    def result(task, method, seed, test, ridge=None):
+        metric = "nrmse" if ridge is not None else "accuracy"
+        out = {"task": task, "method": method, "seed": seed, "metric": metric}
+        out |= {f"test/{metric}": test, f"val/{metric}": test, "bound/value": 1.0 + test}
+        if ridge is not None:  # depends on the seed's splits, not on the method
+            out |= {"reference/ridge/nrmse": ridge, "reference/mean/nrmse": 1.0}
+        return out
+
+    results = [
+        result("field", m, s, t, ridge=0.2 + 0.1 * s)
+        for m, errs in (("nft", (0.15, 0.25)), ("recraft", (0.1, 0.2)))
+        for s, t in enumerate(errs)
+    ] + [result("cls", m, s, 0.9) for m in ("nft", "recraft") for s in (0, 1)]
+    rows = [_row(r) for r in results]
+    assert rows[0]["reference/ridge"] == 0.2 and "reference/ridge" not in rows[-1]
+    summary = summarise(rows)
+    assert summary["references"] == {"field": {"ridge": pytest.approx(0.25), "mean": 1.0}}
+    table = markdown(summary)
+    header = next(line for line in table.splitlines() if line.startswith("| task"))
+    assert header.endswith("| ridge | mean |")
+    field_row = next(line for line in table.splitlines() if line.startswith("| field"))
+    assert field_row.endswith("| 0.2500 | 1.0000 |")
+    cls_row = next(line for line in table.splitlines() if line.startswith("| cls"))
+    assert cls_row.endswith("| – | – |")
