@@ -42,6 +42,7 @@ __all__ = [
     "IDLE_ENV",
     "OUTLIVES_COMMAND",
     "SharedServer",
+    "is_alive",
     "local_prefect_server",
     "workspace_prefect_server",
 ]
@@ -128,7 +129,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie or a missing /proc entry counts as gone)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rpartition(b")")[2].split()[0]
@@ -143,14 +145,14 @@ def _state(folder: Path) -> dict | None:
         state = json.loads((folder / "server.json").read_text())
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) and _alive(int(state.get("pid", 0))) else None
+    return state if isinstance(state, dict) and is_alive(int(state.get("pid", 0))) else None
 
 
 def _live_leases(folder: Path) -> int:
     """How many lease holders are alive; the leases of dead ones are removed."""
     live = 0
     for lease in (folder / "leases").glob("*"):
-        if lease.name.isdigit() and _alive(int(lease.name)):
+        if lease.name.isdigit() and is_alive(int(lease.name)):
             live += 1
         else:
             lease.unlink(missing_ok=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.prefect_local import is_alive
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +56,6 @@ def repo(tmp_path_factory, wheel_cache):
     _run(["git", "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
     return repo, env
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
 
 
 def _servers_started(path: Path) -> int:
@@ -172,7 +167,7 @@ def test_ctrl_c_in_a_plain_dvc_repro_leaves_no_prefect_server(repo):
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process group
     assert proc.wait(timeout=60) != 0
     deadline = time.monotonic() + 10 + 15
-    while (alive := [p for p in server if _alive(p)]) and time.monotonic() < deadline:
+    while (alive := [p for p in server if is_alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive, f"Prefect server processes {alive} outlived the interrupted dvc repro"
     assert not state.exists()

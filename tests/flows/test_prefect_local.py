@@ -8,23 +8,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-from flows.prefect_local import IDLE_ENV, workspace_prefect_server
+from flows.prefect_local import IDLE_ENV, is_alive, workspace_prefect_server
 from flows.supervise import descendants
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in (b"Z", b"X")
 
 
 def _wait_gone(pids: list[int], within_s: float) -> list[int]:
     deadline = time.monotonic() + within_s
-    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+    while (alive := [p for p in pids if is_alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     return alive
 
@@ -57,7 +48,7 @@ def test_callers_share_one_server_which_stops_once_no_lease_holder_is_alive(tmp_
         assert other.returncode == 0, other.stderr
         assert other.stdout.strip() == url
         time.sleep(3)  # past the idle time: our lease keeps the server up
-        assert _alive(keeper)
+        assert is_alive(keeper)
     # The lease of a caller that died without releasing it (a killed stage) does not count.
     (folder / "leases" / "999999999").touch()
     assert not _wait_gone([keeper, *server], within_s=2 + 15), "the server outlived its idle time"
