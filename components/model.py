@@ -270,7 +270,8 @@ class LinearSkip(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("basis", "coef"):  # adopt the saved rank
             if (key := prefix + name) in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[key], dtype=getattr(self, name).dtype))
+                mine = getattr(self, name)  # on this module's device (a checkpoint loads on the CPU)
+                setattr(self, name, torch.empty(state_dict[key].shape, dtype=mine.dtype, device=mine.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

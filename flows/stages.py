@@ -516,9 +516,12 @@ def _linear_skip(ctx: StageContext, meta: dict) -> bool:
     return ctx.params.model.linear_skip and meta["task_type"] in REFERENCE_TASK_TYPES
 
 
-def _build_model(ctx: StageContext, meta: dict, embedder_state: dict | None = None) -> CrossModalModel:
+def _build_model(
+    ctx: StageContext, meta: dict, embedder_state: dict | None = None, linear_skip: bool | None = None
+) -> CrossModalModel:
     """The stage-2 model: ``phi`` from the align stage (or ``embedder_state``), the body
-    (pre-trained unless the method is ``scratch``), a fresh head."""
+    (pre-trained unless the method is ``scratch``), a fresh head; a linear skip as the params
+    say, or as ``linear_skip`` says (a saved model's own config)."""
     body = _body(ctx, pretrained=get_method(ctx.params.method).pretrained)
     cfg = _embedder_config(ctx, meta, body.hidden_size)
     embedder = build_embedder(cfg, body)
@@ -526,7 +529,7 @@ def _build_model(ctx: StageContext, meta: dict, embedder_state: dict | None = No
         load_checkpoint(ctx.layout.embedder_dir, embedder, {"kind": "target_embedder", "task": ctx.params.task})
     else:
         embedder.load_state_dict(embedder_state, strict=True)
-    return _assemble(embedder, body, meta, _linear_skip(ctx, meta))
+    return _assemble(embedder, body, meta, _linear_skip(ctx, meta) if linear_skip is None else linear_skip)
 
 
 def new_model(
@@ -683,7 +686,12 @@ def evaluate(ctx: StageContext) -> dict:
     """Test metrics (the only read of the test split), bound terms, the metrics JSON, the model."""
     started = time.perf_counter()
     meta = _meta(ctx)
-    model = _build_model(ctx, meta)
+    # The architecture the fit stage saved (a model fitted before a params change still loads).
+    try:
+        saved = json.loads((ctx.layout.model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        saved = {}  # load_checkpoint below says what is wrong with it
+    model = _build_model(ctx, meta, linear_skip=bool(saved.get("linear_skip", False)))
     load_checkpoint(ctx.layout.model_dir, model, {"kind": "cross_modal_model", "task": ctx.params.task})
     model.to(ctx.device).eval()
     val = load_split(ctx.layout.prepared_dir / "val.npz")

@@ -112,3 +112,14 @@ def test_the_body_learns_what_the_ridge_map_cannot(tiny_body):
     ours = compute_metrics("field", predict_scores(model, test.x, CPU), test.y)["nrmse"]
     linear = compute_metrics("field", ridge.predict(test.x, (1, 24)), test.y)["nrmse"]
     assert ours < 0.8 * linear, (ours, linear)
+
+
+def test_a_skip_loaded_after_the_move_to_a_device_stays_on_that_device(tiny_body):
+    """fit_model moves the model before a resumed checkpoint (CPU tensors) loads into it."""
+    train, val = _fields(100, 1), _fields(30, 2)
+    model = _model(tiny_body)
+    model.skip.set_map(fit_ridge(train.x, train.y, val.x, val.y, "field", "nrmse"))
+    placeholder = _model(tiny_body).skip.to("meta")  # stands in for a CUDA module on this machine
+    placeholder.load_state_dict(model.skip.state_dict(), assign=False)
+    assert {b.device.type for b in placeholder.buffers()} == {"meta"}
+    assert placeholder.basis.shape == model.skip.basis.shape
