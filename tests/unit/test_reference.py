@@ -123,3 +123,18 @@ def test_a_skip_loaded_after_the_move_to_a_device_stays_on_that_device(tiny_body
     placeholder.load_state_dict(model.skip.state_dict(), assign=False)
     assert {b.device.type for b in placeholder.buffers()} == {"meta"}
     assert placeholder.basis.shape == model.skip.basis.shape
+
+
+def test_a_large_input_uses_the_top_singular_directions(monkeypatch):
+    """Above twice the rank cap the SVD is randomised; on a low-rank map it is still exact."""
+    monkeypatch.setattr(reference, "MAX_RANK", 8)
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(6, 64))  # inputs of rank 6 in 64 dimensions, 40 cases
+    x = (rng.normal(size=(40, 6)) @ basis)[:, None].astype(np.float32)
+    w = rng.normal(size=(64, 5))
+    y = (x[:, 0] @ w).astype(np.float32)
+    exact = reference._top_svd(x[:, 0].astype(np.float64), 40)[1]  # min(40, 64) <= 80: plain SVD
+    fast = reference._top_svd(x[:, 0].astype(np.float64), 8)[1]  # min(40, 64) > 16: randomised
+    np.testing.assert_allclose(fast[:6], exact[:6], rtol=1e-8)
+    ridge = fit_ridge(x, y, x, y, "regression", "rmse")
+    assert compute_metrics("regression", ridge.predict(x, (5,)), y)["rmse"] < 1e-3 * y.std()
