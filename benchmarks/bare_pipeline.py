@@ -30,6 +30,7 @@ from components.data import CLASSIFICATION
 from components.methods import get_method
 from components.metrics import compute_metrics
 from components.model import CrossModalModel, build_embedder, head_outputs
+from components.reference import REFERENCE_TASK_TYPES, fit_ridge
 from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
 from components.training import AlignReference, align_embedder, fit_model, predict_scores
 
@@ -131,7 +132,11 @@ def run(p: Params, workdir: Path, cache: Path) -> dict:
     aligned, embedder = embedder, build_embedder(cfg, fit_body)
     embedder.load_state_dict(aligned.state_dict())
     n_out = head_outputs(spec.task_type, list(train.y.shape[1:]), n_classes)
-    model = CrossModalModel(embedder, fit_body, n_out, spec.task_type, tuple(train.y.shape[1:]))
+    skip = p.model.linear_skip and spec.task_type in REFERENCE_TASK_TYPES
+    model = CrossModalModel(embedder, fit_body, n_out, spec.task_type, tuple(train.y.shape[1:]), linear_skip=skip)
+    if skip:  # as the fit stage: the model starts as the ridge map
+        ridge = fit_ridge(train.x, train.y, val.x, val.y, spec.task_type, spec.metric, train.mask, val.mask)
+        model.skip.set_map(ridge)
     augment = p.fit.augment_rc and spec.augment_rc
     model, _ = fit_model(model, train, val, p.fit, spec.metric, p.seed, DEVICE, augment_rc=augment)
     lap("fit")
