@@ -37,12 +37,18 @@ def build_tiny_body(n_layers: int = 2, **config):
 
 
 @pytest.fixture(autouse=True)
-def _no_mlflow_variables_from_earlier_tests(monkeypatch):
+def _no_mlflow_variables_from_earlier_tests():
     """``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` to the process environment, and
-    Settings honours that variable: one test's store would become the next one's. Each test
-    starts without MLflow's variables (a test that wants one sets it)."""
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(variable, raising=False)
+    Settings honours that variable: one test's store would become the next one's, or a later
+    module fixture's (its workspace env is copied from ``os.environ``). Each test starts without
+    MLflow's variables and leaves none behind, whatever it set (monkeypatch's ``delenv`` of an
+    absent variable records nothing to undo)."""
+    variables = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
+    for variable in variables:
+        os.environ.pop(variable, None)
+    yield
+    for variable in variables:
+        os.environ.pop(variable, None)
 
 
 @pytest.fixture

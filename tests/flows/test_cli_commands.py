@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.tracking import use_tracking_uri
 from tests.integration.test_s3_mirror import _free_port
 
 runner = CliRunner()
@@ -53,7 +54,7 @@ def test_predict_reproduces_the_evaluate_stage_for_alias_run_and_directory(tiny_
     import mlflow
 
     root, ctx, result, settings = tiny_run
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri())
+    use_tracking_uri(settings.resolved_tracking_uri())
     run_id = mlflow.MlflowClient().get_model_version_by_alias("recraft-dna", "champion").run_id
     for i, model in enumerate(["recraft-dna@champion", f"runs:/{run_id}/model", ctx.layout.model_dir]):
         out = tmp_path / f"out{i}.npz"

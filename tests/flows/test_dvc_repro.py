@@ -52,7 +52,8 @@ def repo(tmp_path_factory, wheel_cache):
         "PREFECT_HOME": str(repo / ".prefect_home"),
         "DVC_NO_ANALYTICS": "1",
     }
-    env.pop("PREFECT_API_URL", None)
+    for variable in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "RECRAFT_TRACKING_URI"):
+        env.pop(variable, None)  # the runs land in this workspace's mlflow.db, which the tests read
     _run(["git", "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
     return repo, env

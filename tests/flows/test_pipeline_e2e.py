@@ -8,6 +8,8 @@ import json
 import pytest
 import torch
 
+from flows.tracking import use_tracking_uri
+
 pytestmark = pytest.mark.slow
 
 
@@ -74,7 +76,7 @@ def test_model_is_registered_with_signature_and_predicts_like_evaluate(e2e_run):
     from components.data import load_split
 
     root, ctx, result = e2e_run
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    use_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/recraft-dna@champion")
     assert model.metadata.signature is not None
     test = load_split(ctx.layout.prepared_dir / "test.npz")
