@@ -318,6 +318,12 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _sig(x: float) -> str:
+    """An error or a difference of errors to 3 significant figures: field errors run from 1e-7
+    (a solved linear map) to 1, and a fixed 3 decimals showed the small ones as 0.000."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
 def write_report(summary: dict, rows: list[dict], out_dir: Path) -> None:
     """``runs.csv`` (one row per run), ``table.csv`` and ``table.md`` (per cell), ``summary.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -357,8 +363,8 @@ def markdown(summary: dict) -> str:
         for m in methods:
             c = summary["cells"].get(f"{t}/{m}")
             ratio = summary["ratio_to_nft"].get(f"{t}/{m}")
-            row.append("–" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({_fmt(ratio, 2)})")
-        row += [_fmt(refs[t][n], 4) if n in refs.get(t, {}) else "–" for n in REFERENCES]
+            row.append("–" if c is None else f"{_sig(c['mean'])} ± {_sig(c['std'])} ({_fmt(ratio, 2)})")
+        row += [_sig(refs[t][n]) if n in refs.get(t, {}) else "–" for n in REFERENCES]
         lines.append(f"| {t} ({summary['metric'][t]}) | " + " | ".join(row) + " |")
     blank = " | –" * len(REFERENCES)
     ranks = " | ".join(_fmt(summary["average_rank"][m], 2) for m in methods)
@@ -406,8 +412,8 @@ def _paired_markdown(paired: dict) -> list[str]:
     ]
     for c in paired.values():
         for task, v in c["per_task"].items():
-            ci = f"[{_fmt(v['low'])}, {_fmt(v['high'])}]"
-            lines.append(f"| {task} | {c['a']} - {c['b']} | {v['n']} | {_fmt(v['mean'])} | {ci} |")
+            ci = f"[{_sig(v['low'])}, {_sig(v['high'])}]"
+            lines.append(f"| {task} | {c['a']} - {c['b']} | {v['n']} | {_sig(v['mean'])} | {ci} |")
     lines.append("")
     for c in paired.values():
         lines.append(

@@ -185,6 +185,23 @@ def test_benchmark_rows_carry_the_linear_references_and_the_table_shows_them():
     header = next(line for line in table.splitlines() if line.startswith("| task"))
     assert header.endswith("| ridge | mean |")
     field_row = next(line for line in table.splitlines() if line.startswith("| field"))
-    assert field_row.endswith("| 0.2500 | 1.0000 |")
+    assert field_row.endswith("| 0.25 | 1 |")
+    assert field_row.startswith("| field (nrmse) | 0.2 ± 0.0707 (1.00) | 0.15 ± 0.0707 (0.75) |"), field_row
     cls_row = next(line for line in table.splitlines() if line.startswith("| cls"))
     assert cls_row.endswith("| – | – |")
+
+
+def test_the_table_keeps_three_significant_figures_of_tiny_errors():
+    """A solved linear field reaches errors near 1e-7: the table shows them, not 0.000."""
+    from flows.benchmark import _row, markdown, summarise
+
+    results = [
+        {"task": "shift", "method": m, "seed": s, "metric": "nrmse", "test/nrmse": e, "val/nrmse": e}
+        for m, errs in (("nft", (2.0e-7, 2.2e-7)), ("recraft", (1.9e-7, 1.9e-7)))
+        for s, e in enumerate(errs)
+    ]
+    table = markdown(summarise([_row(r) for r in results]))
+    row = next(line for line in table.splitlines() if line.startswith("| shift"))
+    assert "| 2.1e-07 ± 1.41e-08 (1.00) | 1.9e-07 ± 0 (0.90) |" in row, row
+    paired = next(line for line in table.splitlines() if line.startswith("| shift | recraft - nft"))
+    assert "| 2 | -2e-08 |" in paired, paired
