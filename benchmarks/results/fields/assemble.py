@@ -1,0 +1,33 @@
+"""How the field tables in the README were made: 27 runs of the committed defaults,
+
+    recraft run --task T --seed S --method M --workdir W --metrics-out M/T-S.json
+
+for T in advection, diffusion_reaction, burgers, darcy (M in recraft, nft) and tecator (recraft),
+S in 0, 1, 2, one at a time on a 2-core CPU. The per-run metrics files are in ``recraft/`` and
+``nft/``; this script, run from the repository root, rebuilds ``table.md`` and ``paired.json``
+with the benchmark's own statistics (``flows.benchmark``: ``summarise``, ``markdown``).
+"""
+
+import json
+from pathlib import Path
+
+from flows.benchmark import _row, markdown, summarise
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    rows = [
+        _row(json.loads(path.read_text()))
+        for method in ("recraft", "nft")
+        for path in sorted((HERE / method).glob("*-[0-9].json"))
+        if not path.name.startswith("tecator")  # tecator ran with recraft only: nothing to pair
+    ]
+    summary = summarise(rows)
+    (HERE / "table.md").write_text(markdown(summary))
+    (HERE / "paired.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1, default=str) + "\n")
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()
