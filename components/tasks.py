@@ -104,6 +104,9 @@ class TaskSpec:
         stored_as: the name of that copy (what the loader reads).
         normalise: standardise inputs channel-wise with train statistics (off for one-hot data).
         augment_rc: reverse-complement augmentation applies (one-hot DNA in A, C, G, T order).
+        released_epochs: stage-2 epochs of the released RECRAFT code's configuration for this
+            task's counterpart (DeepSEA for ``dna``, PDEBench for the fields), which
+            ``recraft run --budget released`` uses; ``None`` where the released code has none.
     """
 
     loader: Loader
@@ -117,6 +120,7 @@ class TaskSpec:
     stored_as: str | None = None
     normalise: bool = True
     augment_rc: bool = False
+    released_epochs: int | None = None
 
     def resolved(self, task_type: str) -> TaskSpec:
         """This spec with a concrete task type and metric."""
@@ -545,6 +549,7 @@ TASKS: dict[str, TaskSpec] = {
         asset="janggu-dna",
         normalise=False,
         augment_rc=True,
+        released_epochs=13,
     ),
     "peptides": TaskSpec(
         loader=_load_peptides,
@@ -564,6 +569,7 @@ TASKS: dict[str, TaskSpec] = {
         shapes="1 x 10 -> 2 classes (5% positive)",
         source=f"sktime 1.2.0 mitdb.csv: one MIT-BIH record, {ECG_WINDOW}-step windows, anomaly vs normal",
         asset="mitdb",
+        released_epochs=15,
     ),
     "motion": TaskSpec(
         loader=_load_motion,
@@ -600,6 +606,7 @@ TASKS: dict[str, TaskSpec] = {
         shapes="1 x 16 x 16 -> 1 x 16 x 16",
         source="neuraloperator 0.3.0 darcy_train_16.pt / darcy_test_16.pt",
         asset="neuralop-darcy",
+        released_epochs=100,
     ),
     "burgers": TaskSpec(
         loader=_load_burgers,
@@ -609,6 +616,7 @@ TASKS: dict[str, TaskSpec] = {
         shapes="1 x 16 -> 16 x 16 (t, x)",
         source="neuraloperator 0.3.0 burgers_lowres.pt: u0 -> u(t, x), 16 x 16",
         asset="neuralop-burgers",
+        released_epochs=200,
     ),
     "advection": TaskSpec(
         loader=_load_advection,
@@ -617,6 +625,7 @@ TASKS: dict[str, TaskSpec] = {
         modality="PDE field (1D)",
         shapes="1 x resolution -> n_snapshots x resolution",
         source="generated: PDEBench 1D advection, beta=0.4, periodic, closed form",
+        released_epochs=200,
     ),
     "diffusion_reaction": TaskSpec(
         loader=_load_diffusion_reaction,
@@ -625,6 +634,7 @@ TASKS: dict[str, TaskSpec] = {
         modality="PDE field (1D)",
         shapes="1 x resolution -> n_snapshots x resolution",
         source="generated: PDEBench 1D diffusion-reaction, nu=0.5, rho=1.0, Strang splitting",
+        released_epochs=200,
     ),
 }
 

@@ -61,3 +61,21 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: -4\n")
     proc = _recraft(["--debug", "run", "--workdir", "w"], tmp_path)
     assert proc.returncode == 2 and "Traceback" in proc.stderr and "seed" in proc.stderr
+
+
+def test_the_released_budget_takes_each_tasks_released_epochs(tmp_path, monkeypatch):
+    """``--budget released``: the released code's stage-2 epochs for the task the options or the
+    params file name, all run; ``--set`` still wins; a task without a released config is refused
+    in one line, before anything is written."""
+    from flows.cli import _build_params
+
+    monkeypatch.chdir(tmp_path)
+    darcy = _build_params("darcy", None, None, "released", ["fit.patience=5"], None)
+    assert (darcy.fit.epochs, darcy.fit.patience) == (100, 5)
+    assert darcy.align.epochs * darcy.align.steps_per_epoch == 60
+    (tmp_path / "params.yaml").write_text("task: advection\n")
+    assert _build_params(None, None, None, "released", None, None).fit.epochs == 200
+    result = runner.invoke(app, ["run", "--task", "tecator", "--budget", "released", "--workdir", "w"])
+    assert result.exit_code == 2 and "task 'tecator' has no configuration" in result.output
+    assert "dna, ecg, darcy" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
