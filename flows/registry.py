@@ -18,8 +18,11 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("torch", "transformers", "safetensors", "numpy", "mlflow")]
 
 
-def log_and_register(ctx, result: dict, meta: dict) -> str:
+def log_and_register(ctx, result: dict, meta: dict, lineage: dict[str, str] | None = None) -> str:
     """Log the model in the active run, register a version, and move ``@champion`` if it is better.
+
+    The version carries ``lineage`` (:func:`flows.lineage.lineage_tags`: the code's commit, the
+    DVC hashes of the prepared data and of the model) as tags, beside its validation score.
 
     The alias moves only when this version's validation metric beats the current champion's
     (validation, never test; lower is better for error metrics). Returns the new version number.
@@ -50,6 +53,8 @@ def log_and_register(ctx, result: dict, meta: dict) -> str:
     client = mlflow.MlflowClient()
     client.set_model_version_tag(name, mv.version, f"val/{metric}", str(score))
     client.set_model_version_tag(name, mv.version, "method", ctx.params.method)
+    for key, value in (lineage or {}).items():
+        client.set_model_version_tag(name, mv.version, key, value)
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
         best = sign * float(current.tags[f"val/{metric}"])

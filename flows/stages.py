@@ -63,6 +63,7 @@ from components.training import (
     predict_scores,
 )
 from flows.layout import Layout
+from flows.lineage import dvc_md5, lineage_tags
 from flows.params import flatten
 from flows.plots import write_curve
 from flows.progress import step_progress
@@ -718,6 +719,7 @@ def evaluate(ctx: StageContext) -> dict:
         path = ctx.layout.metrics(stage)
         if path.exists():
             seconds[stage] = json.loads(path.read_text()).get("seconds")
+    lineage = lineage_tags(ctx.layout.root, {"prepared": ctx.layout.prepared_dir, "model": ctx.layout.model_dir})
     tracker = ctx.tracker()
     with tracker.stage("evaluate", flatten(ctx.params), ctx.tags, close_parent=True) as run:
         from flows.registry import log_and_register
@@ -730,7 +732,11 @@ def evaluate(ctx: StageContext) -> dict:
             run.artifact(path, "plots")
         run.metrics({k: v for k, v in result.items() if "/" in k})
         run.artifact(ctx.layout.metrics("evaluate"))
-        log_and_register(ctx, result, meta)
+        log_and_register(ctx, result, meta, lineage)
+    splits = {name: ctx.layout.prepared_dir / f"{name}.npz" for name in ("train", "val", "test")}
+    tracker.log_lineage(
+        lineage, {name: (dvc_md5(path), path.relative_to(ctx.layout.root).as_posix()) for name, path in splits.items()}
+    )
     tracker.log_parent_metrics(
         {k: v for k, v in result.items() if k.startswith(("test/", "val/", "bound/", "reference/"))}
     )

@@ -8,6 +8,7 @@ their child runs to it, and ``evaluate`` closes it. A failed stage marks the par
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import time
@@ -190,6 +191,23 @@ class Tracker:
         )
         for run in stale:
             client.set_terminated(run.info.run_id, status="KILLED")
+
+    def log_lineage(self, tags: dict[str, str], datasets: dict[str, tuple[str, str]]) -> None:
+        """Lineage on the pipeline run: ``tags`` (:func:`flows.lineage.lineage_tags`) and each split
+        as an MLflow dataset input, ``datasets``: context (train, val, test) -> (digest, path)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        client = self._mlflow.MlflowClient()
+        for key, value in _redacted(tags).items():
+            client.set_tag(self.parent_id, key, value)
+        inputs = [
+            DatasetInput(
+                Dataset(name=f"{context}.npz", digest=digest, source_type="local", source=json.dumps({"uri": path})),
+                tags=[InputTag("mlflow.data.context", context)],
+            )
+            for context, (digest, path) in datasets.items()
+        ]
+        client.log_inputs(self.parent_id, datasets=inputs)
 
     def log_parent_metrics(self, metrics: dict[str, float]) -> None:
         """Final metrics on the pipeline run itself, so the runs table shows them."""

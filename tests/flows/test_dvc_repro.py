@@ -71,6 +71,10 @@ def test_repro_then_noop_then_partial(repo):
     assert "Running stage 'evaluate'" in first.stdout, first.stdout[-2000:]
     assert (path / "metrics" / "evaluate.json").exists()
     assert _servers_started(path) == 1
+    # The pipeline run records the prepared data's hash exactly as dvc.lock has it.
+    from flows.lineage import lock_hashes
+
+    assert _parent_tag(path, "recraft.dvc.prepared") == {lock_hashes(path)["data/prepared"]}
 
     second = _run([str(BIN / "dvc"), "repro"], path, env)
     assert "Running stage" not in second.stdout
@@ -98,6 +102,13 @@ def test_repro_then_noop_then_partial(repo):
 
     shown = _run([str(BIN / "dvc"), "metrics", "show"], path, env).stdout
     assert "test/accuracy" in shown
+
+
+def _parent_tag(path: Path, key: str) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(path / "mlflow.db") as db:
+        return {v for (v,) in db.execute("SELECT value FROM tags WHERE key = ?", (key,))}
 
 
 def _fit_runs(path: Path) -> int:

@@ -108,3 +108,37 @@ def test_plots_are_written_and_logged(e2e_run):
         "plots/confusion.png",
         "plots/bound.png",
     } <= logged
+
+
+def test_the_parent_run_and_the_model_version_record_code_and_data_lineage(e2e_run):
+    """The pipeline run names the commit of the code that ran (when the code is a git checkout,
+    as the suite's is) and the DVC hashes of the prepared data and the model; the three splits
+    are its dataset inputs with those files' hashes; the registered version carries the same."""
+    import subprocess
+
+    import mlflow
+
+    from flows.lineage import CODE_ROOT, dvc_md5
+
+    root, ctx, result = e2e_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("recraft")
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("recraft.pipeline") == "true")
+    tags = parent.data.tags
+    head = subprocess.run(["git", "-C", str(CODE_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+        assert tags["recraft.git.dirty"] in ("true", "false")
+    else:  # not a checkout: no commit rather than a wrong one
+        assert "mlflow.source.git.commit" not in tags
+    assert tags["recraft.dvc.prepared"] == dvc_md5(ctx.layout.prepared_dir)
+    assert tags["recraft.dvc.prepared"].endswith(".dir")
+    assert tags["recraft.dvc.model"] == dvc_md5(ctx.layout.model_dir)
+    inputs = {i.tags[0].value: i.dataset for i in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val", "test"}
+    for context, dataset in inputs.items():
+        assert dataset.digest == dvc_md5(ctx.layout.prepared_dir / f"{context}.npz")
+        assert json.loads(dataset.source)["uri"] == f"data/prepared/{context}.npz"
+    version = client.get_model_version_by_alias("recraft-dna", "champion")
+    for key in ("recraft.dvc.prepared", "recraft.dvc.model", "mlflow.source.git.commit"):
+        assert version.tags.get(key) == tags.get(key), key

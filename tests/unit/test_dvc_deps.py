@@ -23,6 +23,7 @@ RECORD_ONLY = {
     "components/errors.py",
     "components/faults.py",
     "flows/layout.py",
+    "flows/lineage.py",
     "flows/lock.py",
     "flows/prefect_local.py",
     "flows/progress.py",
