@@ -308,13 +308,14 @@ def _print_result(result: dict) -> None:
     _print_metrics(f"{result['task']} / {result['method']} / seed {result['seed']}", rows)
 
 
-def _print_metrics(title: str, rows: dict[str, str]) -> None:
+def _print_metrics(title: str, rows: dict[str, str], columns: tuple[str, str] | None = ("metric", "value")) -> None:
+    """A two-column table; ``columns=None``: no header, values left-aligned (descriptions, not numbers)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, min_width=len(title))  # the title on one line
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = Table(title=title, min_width=len(title), show_header=columns is not None)  # the title on one line
+    table.add_column(columns[0] if columns else "")
+    table.add_column(columns[1] if columns else "", justify="right" if columns else "left")
     for key, value in rows.items():
         table.add_row(key, value)
     Console(file=sys.stdout).print(table)
@@ -567,6 +568,45 @@ def ui(
     # The store's URL through the environment, not the command line, which `ps` shows to everyone.
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command()
+def lineage(
+    model: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION in the registry, e.g. recraft-dna@champion")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Which code, data and params made a registered model version, and how to check them out."""
+    try:
+        from flows.settings import load_settings
+        from flows.tracking import model_lineage
+
+        info = model_lineage(model, load_settings())
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    tags, params = info["lineage"], info["params"]
+    commit = tags["mlflow.source.git.commit"]
+    dirty = {"true": " (tracked files differed from it)", "false": " (clean)"}.get(tags["recraft.git.dirty"] or "", "")
+    aliases = f" (@{', @'.join(info['aliases'])})" if info["aliases"] else ""
+    rows = {
+        "version": f"{info['model']} version {info['version']}{aliases}",
+        "pipeline run": f"{info['pipeline_run']} {info['pipeline_run_id']} ({info['status']})",
+        "workspace": info["workspace"] or "unknown",
+        "code": f"git commit {commit}{dirty}" if commit else "not recorded (not a git checkout, or an older run)",
+        "params": ", ".join(f"{k}={params[k]}" for k in ("task", "method", "seed") if k in params)
+        + f" ({len(params)} in all: --json)",
+        "data/prepared": tags["recraft.dvc.prepared"] or "not recorded",
+        "models/model": tags["recraft.dvc.model"] or "not recorded",
+    }
+    rows |= {f"{context} split": f"{d['source']} md5 {d['digest']}" for context, d in info["datasets"].items()}
+    _print_metrics(f"lineage of {model}", rows, columns=None)
+    if commit:
+        typer.echo(
+            f"to check it out: git checkout {commit} && dvc checkout, then `dvc status` (or compare dvc.lock's "
+            "hashes of data/prepared and models/model with the two above)"
+        )
 
 
 @app.command()

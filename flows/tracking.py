@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import UserError
-from flows.settings import Settings, redact
+from flows.settings import Settings, redact, sqlite_file
 
-__all__ = ["Tracker", "ClientRun", "runtime_tags", "use_tracking_uri"]
+__all__ = ["Tracker", "ClientRun", "model_lineage", "runtime_tags", "use_tracking_uri"]
 
 _PIPELINE_TAG = "recraft.pipeline"
 _WORKSPACE_TAG = "recraft.workspace"
@@ -298,3 +298,66 @@ class StageRun:
 
     def tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(_redacted(tags))
+
+
+def model_lineage(spec: str, settings: Settings) -> dict[str, Any]:
+    """What made a registered model version: ``spec`` is ``NAME@ALIAS`` or ``NAME/VERSION``
+    (``models:/`` optional). Returns the version, its run and pipeline run, the lineage tags
+    (:mod:`flows.lineage`: commit, dirty flag, DVC hashes), the pipeline run's params and its
+    dataset inputs.
+
+    Raises:
+        UserError: no such store, model, alias or version (the message says which).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = settings.resolved_tracking_uri()
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():  # opening it would create it
+        hint = "run the pipeline, or set RECRAFT_TRACKING_URI"
+        raise UserError(f"no MLflow tracking store at {redact(uri)}", hint=hint)
+    name = spec.removeprefix("models:/")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        if "@" in name:
+            name, alias = name.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        elif "/" in name:
+            name, number = name.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+        else:
+            raise UserError(f"model {spec!r} names no version", hint="use NAME@ALIAS or NAME/VERSION")
+        run = client.get_run(version.run_id)
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        parent = client.get_run(parent_id) if parent_id else run
+    except MlflowException as exc:
+        raise UserError(f"cannot read model {spec!r} from {redact(uri)}: {exc.message.splitlines()[0][:200]}") from exc
+    keys = ("mlflow.source.git.commit", "recraft.git.dirty", "recraft.dvc.prepared", "recraft.dvc.model")
+    return {
+        "model": name,
+        "version": version.version,
+        "aliases": sorted(version.aliases),
+        "run_id": version.run_id,
+        "pipeline_run_id": parent.info.run_id,
+        "pipeline_run": parent.info.run_name,
+        "status": parent.info.status,
+        "workspace": parent.data.tags.get(_WORKSPACE_TAG),
+        "lineage": {k: version.tags.get(k, parent.data.tags.get(k)) for k in keys},
+        "params": dict(sorted(parent.data.params.items())),
+        "datasets": {
+            next((t.value for t in d.tags if t.key == "mlflow.data.context"), d.dataset.name): {
+                "digest": d.dataset.digest,
+                "source": _uri(d.dataset.source),
+            }
+            for d in parent.inputs.dataset_inputs
+        },
+    }
+
+
+def _uri(source: str) -> str:
+    """A dataset source as logged by :meth:`Tracker.log_lineage` (``{"uri": ...}``), or as is."""
+    try:
+        return json.loads(source).get("uri", source)
+    except (ValueError, AttributeError):
+        return source

@@ -46,6 +46,34 @@ def raw_test(tiny_run, tmp_path_factory) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- lineage
+
+
+@pytest.mark.slow
+def test_lineage_names_the_code_data_and_params_of_a_registered_version(tiny_run):
+    from flows.lineage import code_tags, dvc_md5
+
+    root, ctx, result, settings = tiny_run
+    res = runner.invoke(app, ["lineage", "recraft-dna@champion", "--json"], env=_env(settings))
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["model"] == "recraft-dna" and "champion" in info["aliases"]
+    assert info["params"]["task"] == "dna" and info["params"]["seed"] == str(ctx.params.seed)
+    assert info["lineage"]["recraft.dvc.prepared"] == dvc_md5(ctx.layout.prepared_dir)
+    assert info["lineage"]["mlflow.source.git.commit"] == code_tags().get("mlflow.source.git.commit")
+    assert info["datasets"]["test"] == {
+        "digest": dvc_md5(ctx.layout.prepared_dir / "test.npz"),
+        "source": "data/prepared/test.npz",
+    }
+    table = runner.invoke(app, ["lineage", f"recraft-dna/{info['version']}"], env=_env(settings))
+    assert table.exit_code == 0 and info["pipeline_run_id"] in table.stdout, table.output
+    assert info["lineage"]["recraft.dvc.prepared"] in table.stdout
+    bad_specs = (("recraft-dna@nope", "cannot read model 'recraft-dna@nope'"), ("recraft-dna", "names no version"))
+    for spec, words in bad_specs:
+        bad = runner.invoke(app, ["lineage", spec], env=_env(settings))
+        assert bad.exit_code == 2 and words in bad.output and "Traceback" not in bad.output, bad.output
+
+
 # ---------------------------------------------------------------- predict
 
 
