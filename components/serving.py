@@ -22,6 +22,8 @@ __all__ = [
     "serving_files",
     "read_serving",
     "prepare_inputs",
+    "output_arrays",
+    "RawInputModel",
 ]
 
 #: What serving needs besides the architecture and the weights: how prepare treated the inputs.
@@ -146,3 +148,50 @@ def prepare_inputs(
     if normalisation["applied"]:
         x = apply_normalisation(x, normalisation, mask)
     return x, mask
+
+
+def output_arrays(task_type: str, scores: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
+    """What ``--output`` holds: ``predictions`` and, for classifiers, ``scores`` (probabilities).
+
+    - binary / multiclass: class ids (N,), softmax probabilities (N, K), the class names (K,).
+    - multilabel: 0/1 matrix (N, K) (logit > 0), sigmoid probabilities (N, K).
+    - regression / field: predictions in the targets' units.
+    """
+    if task_type in ("binary", "multiclass"):
+        z = scores - scores.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        return {
+            "predictions": scores.argmax(axis=1),
+            "scores": probs,
+            "class_names": np.asarray(class_names, dtype=str),
+        }
+    if task_type == "multilabel":
+        return {"predictions": (scores > 0).astype(np.int64), "scores": 1.0 / (1.0 + np.exp(-scores))}
+    return {"predictions": scores}
+
+
+class RawInputModel:
+    """A model directory served on raw inputs: what the registered MLflow pyfunc calls.
+
+    ``predict(x)`` takes raw inputs as a user holds them, (N, C, L) or (N, C, H, W) float32 (or
+    (N, L) for one channel; sequences of a masked task may be shorter than the training length),
+    normalises them as the prepare stage did (``serving.json``) and returns
+    :func:`output_arrays`, with ``class_names`` replaced by ``labels``, each row's class name:
+    ``predictions`` and ``labels`` and probabilities ``scores`` for classifiers; values in the
+    targets' own units for regression and fields.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.model = load_model_dir(directory)
+        self.serving = read_serving(directory)
+
+    def predict(self, x: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Outputs for raw inputs ``x``; ``mask`` (N, L) marks real steps of padded sequences (without
+        it, each sample's steps up to its last non-zero one)."""
+        net = self.model
+        x = np.asarray(x, dtype=np.float32)
+        x, mask = prepare_inputs(x, self.serving["normalisation"], net.embedder.input_shape, net.masked, mask)
+        out = output_arrays(net.task_type, predict_array(net, x, mask), self.serving["class_names"])
+        if "class_names" in out:
+            out["labels"] = out.pop("class_names")[out["predictions"]]
+        return out

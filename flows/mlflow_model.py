@@ -11,17 +11,18 @@ from mlflow.pyfunc import PythonModel
 
 
 class RecraftModel(PythonModel):
-    """Input: float32 array (N, C, L) prepared like the training data. Output: logits (N, K)."""
+    """Input: raw float32 inputs (N, C, L) or (N, C, H, W), as a user holds them; the model
+    normalises them as its training data was. Output: a dict of arrays
+    (:class:`components.serving.RawInputModel`): ``predictions``, ``labels`` and ``scores``
+    (probabilities) for classifiers; ``predictions`` in the targets' units for regression and fields."""
 
     def load_context(self, context) -> None:
-        from components.serving import load_model_dir
+        from components.serving import RawInputModel
 
-        self.model = load_model_dir(context.artifacts["model"])
+        self.model = RawInputModel(context.artifacts["model"])
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
-        from components.serving import predict_array
-
-        return predict_array(self.model, np.asarray(model_input, dtype=np.float32))
+    def predict(self, context, model_input, params=None) -> dict[str, np.ndarray]:
+        return self.model.predict(np.asarray(model_input, dtype=np.float32))
 
 
 mlflow.models.set_model(RecraftModel())

@@ -17,7 +17,7 @@ import numpy as np
 from components.errors import DataError, UserError
 from flows.settings import Settings, sqlite_file
 
-__all__ = ["Inputs", "read_inputs", "resolve_model", "predict", "output_arrays"]
+__all__ = ["Inputs", "read_inputs", "resolve_model", "predict"]
 
 _ALIAS = re.compile(r"^[^/@:]+@[^/@]+$")  # NAME@ALIAS, as the registry names a model version
 
@@ -135,26 +135,6 @@ def _registry_hint() -> str:
     return f"registered: {', '.join(names)}" if names else "the registry is empty: run the pipeline first"
 
 
-def output_arrays(task_type: str, scores: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
-    """What ``--output`` holds: ``predictions`` and, for classifiers, ``scores`` (probabilities).
-
-    - binary / multiclass: class ids (N,), softmax probabilities (N, K), the class names (K,).
-    - multilabel: 0/1 matrix (N, K) (logit > 0), sigmoid probabilities (N, K).
-    - regression / field: predictions in the targets' units.
-    """
-    if task_type in ("binary", "multiclass"):
-        z = scores - scores.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        return {
-            "predictions": scores.argmax(axis=1),
-            "scores": probs,
-            "class_names": np.asarray(class_names, dtype=str),
-        }
-    if task_type == "multilabel":
-        return {"predictions": (scores > 0).astype(np.int64), "scores": 1.0 / (1.0 + np.exp(-scores))}
-    return {"predictions": scores}
-
-
 def _check_targets(y: np.ndarray, scores: np.ndarray, task_type: str, where: str) -> None:
     """Targets the model's outputs can be scored against: known labels, or the outputs' shape."""
     if task_type in ("binary", "multiclass"):
@@ -175,7 +155,7 @@ def predict(model: str, input_path: Path, output: Path, split: str, settings: Se
     from components.data import validate_arrays
     from components.device import select_device
     from components.metrics import compute_metrics
-    from components.serving import load_model_dir, prepare_inputs, read_serving
+    from components.serving import load_model_dir, output_arrays, prepare_inputs, read_serving
     from components.training import predict_scores
 
     if output.is_dir():

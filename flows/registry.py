@@ -18,6 +18,28 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("torch", "transformers", "safetensors", "numpy", "mlflow")]
 
 
+def _signature(meta: dict):
+    """Raw float32 inputs (N, C, L) or (N, C, H, W), the length free for masked (padded) tasks;
+    the outputs of :class:`components.serving.RawInputModel` for the task type."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from components.serving import output_arrays
+
+    task_type, n = meta["task_type"], 1
+    scores_shape = [meta["n_out"]] if task_type not in ("regression", "field") else meta["target_shape"]
+    if task_type == "field":
+        scores_shape = [meta["target_shape"][0], *meta["input_shape"][1:]]
+    outputs = output_arrays(task_type, np.zeros((n, *scores_shape), dtype=np.float32), meta["class_names"] or [])
+    if "class_names" in outputs:
+        outputs["labels"] = outputs.pop("class_names")[outputs["predictions"]]
+    inferred = infer_signature(np.zeros((n, *meta["input_shape"]), dtype=np.float32), outputs)
+    if not meta["masked"]:
+        return inferred
+    shape = (-1, meta["input_shape"][0], -1)  # shorter sequences are right-padded by the model
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), shape)]), outputs=inferred.outputs)
+
+
 def log_and_register(ctx, result: dict, meta: dict, lineage: dict[str, str] | None = None) -> str:
     """Log the model in the active run, register a version, and move ``@champion`` if it is better.
 
@@ -28,13 +50,8 @@ def log_and_register(ctx, result: dict, meta: dict, lineage: dict[str, str] | No
     (validation, never test; lower is better for error metrics). Returns the new version number.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
-    example_in = np.zeros((1, *meta["input_shape"]), dtype=np.float32)
-    out_shape = [meta["n_out"]] if meta["task_type"] != "regression" else meta["target_shape"]
-    if meta["task_type"] == "field":
-        out_shape = [meta["target_shape"][0], *meta["input_shape"][1:]]
-    signature = infer_signature(example_in, np.zeros((1, *out_shape), dtype=np.float32))
+    signature = _signature(meta)
     from components.tasks import task_slug
 
     name = ctx.settings.registered_model.format(task=task_slug(ctx.params.task))

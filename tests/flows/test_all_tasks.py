@@ -38,6 +38,16 @@ TINY = [
 ]
 
 
+def _raw(x: np.ndarray, normalisation: dict, mask: np.ndarray | None) -> np.ndarray:
+    """Prepared inputs back in their raw units (padded steps zero, as a user would pad)."""
+    if not normalisation["applied"]:
+        return x
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    raw = x * np.asarray(normalisation["std"], np.float32).reshape(shape)
+    raw = raw + np.asarray(normalisation["mean"], np.float32).reshape(shape)
+    return raw if mask is None else raw * mask[:, None, :]
+
+
 def _context(root, wheel_cache, overrides):
     from flows.params import apply_overrides, parse_params
     from flows.pipeline import make_context
@@ -103,25 +113,33 @@ def test_task_runs_end_to_end(task, source_stage, user_files, wheel_cache, tmp_p
     assert result["metric"] == meta["metric"] and math.isfinite(result[f"test/{meta['metric']}"])
     assert math.isfinite(result["bound/value"])
     metric = meta["metric"]
+    # The saved model (a linear skip included) served on raw inputs, as the registered pyfunc
+    # serves it: un-normalised test inputs give back what evaluate scored.
+    from components.metrics import compute_metrics
+    from components.serving import RawInputModel
+    from components.training import predict_scores
+
+    test = load_split(ctx.layout.prepared_dir / "test.npz")
+    served = RawInputModel(ctx.layout.model_dir)
+    out = served.predict(_raw(test.x, meta["normalisation"], test.mask), test.mask)
+    scores = predict_scores(served.model, test.x, torch.device("cpu"), mask=test.mask)
+    std = None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
     if meta["task_type"] in ("field", "regression"):
+        assert served.model.skip is not None
+        again = compute_metrics(meta["task_type"], out["predictions"], test.y, std)[metric]
+        assert again == pytest.approx(result[f"test/{metric}"], rel=1e-4)
         # The linear references sit beside ours; the model starts at the ridge map (a linear
         # skip), so even this one-epoch run beats the mean prediction.
         assert math.isfinite(result[f"reference/ridge/{metric}"])
         assert result[f"test/{metric}"] < result[f"reference/mean/{metric}"], result
-        # The saved model (its skip included) reloads and predicts what evaluate scored.
-        from components.metrics import compute_metrics
-        from components.serving import load_model_dir
-        from components.training import predict_scores
-
-        test = load_split(ctx.layout.prepared_dir / "test.npz")
-        model = load_model_dir(ctx.layout.model_dir)
-        assert model.skip is not None
-        scores = predict_scores(model, test.x, torch.device("cpu"), mask=test.mask)
-        std = None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
-        again = compute_metrics(meta["task_type"], scores, test.y, std)[metric]
-        assert again == pytest.approx(result[f"test/{metric}"], rel=1e-5)
     else:
         assert not any(k.startswith("reference/") for k in result)
+        if meta["task_type"] == "multilabel":
+            np.testing.assert_array_equal(out["predictions"], (scores > 0).astype(np.int64))
+        else:
+            np.testing.assert_array_equal(out["predictions"], scores.argmax(1))
+            assert list(out["labels"]) == [meta["class_names"][i] for i in out["predictions"]]
+            np.testing.assert_allclose(out["scores"].sum(1), 1.0, rtol=1e-5)
 
     splits = {n: load_split(ctx.layout.prepared_dir / f"{n}.npz") for n in ("train", "val", "test")}
     for split in splits.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,11 +79,16 @@ def test_model_is_registered_with_signature_and_predicts_like_evaluate(e2e_run):
     root, ctx, result = e2e_run
     use_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/recraft-dna@champion")
-    assert model.metadata.signature is not None
-    test = load_split(ctx.layout.prepared_dir / "test.npz")
-    scores = model.predict(test.x)
-    acc = float((scores.argmax(1) == test.y).mean())
+    signature = model.metadata.signature
+    assert signature is not None and set(signature.outputs.input_names()) == {"predictions", "labels", "scores"}
+    test = load_split(ctx.layout.prepared_dir / "test.npz")  # DNA is not normalised: raw = prepared
+    out = model.predict(test.x)
+    acc = float((out["predictions"] == test.y).mean())
     assert acc == pytest.approx(result["test/accuracy"])
+    assert set(out["labels"]) <= {"Mafk", "Oct4"} and list(out["labels"][:5]) == [
+        ["Mafk", "Oct4"][i] for i in out["predictions"][:5]
+    ]
+    np.testing.assert_allclose(out["scores"].sum(1), 1.0, rtol=1e-5)
 
 
 def test_plots_are_written_and_logged(e2e_run):
@@ -142,3 +148,56 @@ def test_the_parent_run_and_the_model_version_record_code_and_data_lineage(e2e_r
     version = client.get_model_version_by_alias("recraft-dna", "champion")
     for key in ("recraft.dvc.prepared", "recraft.dvc.model", "mlflow.source.git.commit"):
         assert version.tags.get(key) == tags.get(key), key
+
+
+def test_mlflow_models_serve_answers_like_recraft_predict_on_raw_inputs(e2e_run, tmp_path):
+    """``mlflow models serve`` (local env manager, 127.0.0.1) on the registered version answers
+    ``/invocations`` with raw inputs exactly as ``recraft predict`` does: class ids, class names
+    and probabilities."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from components.data import load_split
+    from flows.predict import predict
+    from flows.settings import load_settings
+    from tests.integration.test_s3_mirror import _free_port
+
+    root, ctx, result = e2e_run
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    test = load_split(ctx.layout.prepared_dir / "test.npz")
+    x = test.x[:16]
+    np.savez(tmp_path / "in.npz", x=x)
+    predict("recraft-dna@champion", tmp_path / "in.npz", tmp_path / "out.npz", "test", load_settings(tracking_uri=uri))
+    with np.load(tmp_path / "out.npz") as f:
+        expected = {k: f[k] for k in ("predictions", "scores", "class_names")}
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/recraft-dna@champion"]
+    cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "mlflow models serve did not answer /ping in 180 s"
+                time.sleep(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": x.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    np.testing.assert_array_equal(answer["predictions"], expected["predictions"])
+    assert answer["labels"] == [str(expected["class_names"][i]) for i in expected["predictions"]]
+    np.testing.assert_allclose(answer["scores"], expected["scores"], rtol=1e-5, atol=1e-6)
