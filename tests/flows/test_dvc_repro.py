@@ -99,6 +99,11 @@ def test_repro_then_noop_then_partial(repo):
     # tune reads fit (its search starts from it) but, with use_tuned false, rewrites the same
     # empty params.tuned.yaml in well under a second, so align is not re-run.
     assert ran == {"tune", "fit", "evaluate"}
+    # The two pipeline runs: the same prepared data (hash equal), a different model (hash differs),
+    # each as dvc.lock had it when the run ended.
+    assert len(_parent_tag(path, "recraft.dvc.prepared")) == 1
+    models = _parent_tag(path, "recraft.dvc.model")
+    assert len(models) == 2 and lock_hashes(path)["models/model"] in models
 
     shown = _run([str(BIN / "dvc"), "metrics", "show"], path, env).stdout
     assert "test/accuracy" in shown
@@ -154,13 +159,27 @@ def test_fit_under_torchrun_matches_one_process(repo):
 def test_ctrl_c_in_a_plain_dvc_repro_leaves_no_prefect_server(repo):
     """Ctrl-C while a stage runs: the stage stops, and the workspace's shared Prefect server stops
     once idle (RECRAFT_PREFECT_IDLE_S, 10 s in the suite), with no process of it left."""
+    path, env = repo
+    # A stage that is still computing when Ctrl-C lands: the tiny align (2 steps) could finish
+    # between its lease and the signal, and dvc would exit 0.
+    params_file = path / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["align"]["epochs"] = 500
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        _interrupt_align(path, env)
+    finally:
+        params_file.write_text(original)
+
+
+def _interrupt_align(path: Path, env: dict) -> None:
     import json
     import signal
     import time
 
     from flows.supervise import descendants
 
-    path, env = repo
     proc = subprocess.Popen(
         [str(BIN / "dvc"), "repro", "--force", "--single-item", "align"],
         cwd=path,
@@ -170,10 +189,16 @@ def test_ctrl_c_in_a_plain_dvc_repro_leaves_no_prefect_server(repo):
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     state, leases = path / ".prefect" / "server.json", path / ".prefect" / "leases"
+
+    def stage_leased() -> bool:  # a lease of this repro's stage, not one left by an earlier run
+        mine = {str(pid) for pid in descendants(proc.pid)}
+        return state.exists() and any(lease.name in mine for lease in leases.glob("*"))
+
     deadline = time.monotonic() + 300
-    while not (state.exists() and any(leases.glob("*"))) and time.monotonic() < deadline:
+    while not stage_leased() and time.monotonic() < deadline:
         assert proc.poll() is None, "dvc repro ended before its stage took the server"
         time.sleep(0.2)
+    time.sleep(2)  # into the stage's computation
     keeper = json.loads(state.read_text())["pid"]
     server = [keeper, *descendants(keeper)]
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process group
