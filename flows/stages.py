@@ -462,7 +462,7 @@ def align(ctx: StageContext) -> dict[str, float]:
     meta = _meta(ctx)
     embedder, body, cfg, ref = new_embedder(ctx, meta)
     history: list[dict[str, float]] = []
-    with ctx.tracker().stage("align", flatten(ctx.params), ctx.tags) as run:
+    with ctx.tracker().stage("align", flatten(ctx.params), ctx.tags, system_metrics=True) as run:
         train = load_split(ctx.layout.prepared_dir / "train.npz")
         before = _pooled_embeddings(embedder, train)
         if aligns(ctx):
@@ -593,7 +593,7 @@ def fit(ctx: StageContext) -> dict[str, float]:
     train = load_split(ctx.layout.prepared_dir / "train.npz")
     val = load_split(ctx.layout.prepared_dir / "val.npz")
     model = new_model(ctx, meta, train, val)
-    with ctx.tracker().stage("fit", flatten(ctx.params), ctx.tags) as run:
+    with ctx.tracker().stage("fit", flatten(ctx.params), ctx.tags, system_metrics=True) as run:
 
         def log_epoch(epoch: int, record: dict[str, float]) -> None:
             run.metrics(

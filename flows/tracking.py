@@ -22,6 +22,9 @@ from flows.settings import Settings, redact, sqlite_file
 
 __all__ = ["Tracker", "ClientRun", "model_lineage", "runtime_tags", "use_tracking_uri"]
 
+#: Seconds between system-metric samples on the align and fit stage runs (MLflow's default, 10 s,
+#: leaves a short CPU fit one sample or none).
+SYSTEM_METRICS_INTERVAL_S = 2
 _PIPELINE_TAG = "recraft.pipeline"
 _WORKSPACE_TAG = "recraft.workspace"
 
@@ -144,12 +147,20 @@ class Tracker:
 
     @contextmanager
     def stage(
-        self, name: str, params_flat: dict[str, Any], tags: dict[str, str], close_parent: bool = False
+        self,
+        name: str,
+        params_flat: dict[str, Any],
+        tags: dict[str, str],
+        close_parent: bool = False,
+        system_metrics: bool = False,
     ) -> Iterator[StageRun]:
         """A child run for one stage under the workspace's open pipeline run.
 
         The parent is handled through the client only (the fluent API would end it on exit);
         the child is the active fluent run inside the block, so model logging lands in it.
+        ``system_metrics``: MLflow's own system metrics (``system/cpu_utilization_percentage``,
+        ``system/system_memory_usage_megabytes``, ...; GPU utilisation and memory where a GPU and
+        ``nvidia-ml-py`` are present) every :data:`SYSTEM_METRICS_INTERVAL_S` seconds.
         """
         mlflow = self._mlflow
         client = mlflow.MlflowClient()
@@ -163,7 +174,10 @@ class Tracker:
         self._log_params(client, child.info.run_id, params_flat)
         self.parent_id = parent_id
         try:
-            with mlflow.start_run(run_id=child.info.run_id):
+            if system_metrics:
+                mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+                mlflow.set_system_metrics_samples_before_logging(1)
+            with mlflow.start_run(run_id=child.info.run_id, log_system_metrics=system_metrics):
                 try:
                     yield StageRun(mlflow, child.info.run_id)
                 except Exception:
