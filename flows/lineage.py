@@ -35,7 +35,8 @@ def _git(*args: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def code_tags() -> dict[str, str]:
-    """``mlflow.source.git.commit`` and ``recraft.git.dirty`` of the code's checkout, or ``{}``."""
+    """``mlflow.source.git.commit`` and ``recraft.git.dirty`` of the code's checkout, and the
+    source's name and type the MLflow UI shows the commit with; ``{}`` outside a checkout."""
     top = _git("rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != CODE_ROOT:
         return {}
@@ -43,7 +44,13 @@ def code_tags() -> dict[str, str]:
     status = _git("status", "--porcelain", "--untracked-files=no")
     if not commit or status is None:  # a repository without commits
         return {}
-    return {"mlflow.source.git.commit": commit, "recraft.git.dirty": "true" if status else "false"}
+    return {
+        "mlflow.source.git.commit": commit,
+        "recraft.git.dirty": "true" if status else "false",
+        # The UI shows the commit beside the source's name (the checkout's folder).
+        "mlflow.source.name": str(CODE_ROOT),
+        "mlflow.source.type": "LOCAL",
+    }
 
 
 def _file_md5(path: Path) -> str:

@@ -55,6 +55,14 @@ def test_mlflow_ui_shows_the_run_and_its_plots(tiny_run, tmp_path):
     with ui_server(settings.resolved_tracking_uri(), tmp_path / "ui.log") as url:
         table = _chromium(profile, "--dump-dom", f"{url}/#/experiments/{exp}/runs")
         assert parent.info.run_name == "dna-recraft" and "dna-recraft" in table
+        # The Dataset column names the pipeline run's splits (dataset inputs) with their digests.
+        digests = {i.dataset.name: i.dataset.digest for i in parent.inputs.dataset_inputs}
+        assert set(digests) == {"train.npz", "val.npz", "test.npz"}
+        assert "train.npz" in table and digests["train.npz"][:8] in table, table[-3000:]
+        # The pipeline run's page shows the git commit of the code (the suite runs in a checkout).
+        overview = _chromium(profile, "--dump-dom", f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}")
+        commit = parent.data.tags.get("mlflow.source.git.commit")
+        assert commit and commit[:7] in overview, overview[-3000:]
         page = f"{url}/#/experiments/{exp}/runs/{evaluate.info.run_id}/artifacts/plots/confusion.png"
         artifacts = _chromium(profile, "--dump-dom", page)
         assert "plots/confusion.png" in artifacts and "bound.png" in artifacts
