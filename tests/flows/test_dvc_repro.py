@@ -156,6 +156,32 @@ def test_fit_under_torchrun_matches_one_process(repo):
         assert abs(mine["val_accuracy"] - ref["val_accuracy"]) < 0.05, (mine, ref)
 
 
+def test_dvc_experiments_list_their_params_and_test_metrics(repo):
+    """`dvc exp run --set-param` twice on a committed workspace; `dvc exp show` lists both
+    experiments with the param each set and the test metrics evaluate wrote."""
+    import csv
+    import io
+
+    path, env = repo
+    if not (path / "plots" / "fit.csv").exists():  # run alone, without the tests above
+        _run([str(BIN / "recraft"), "repro"], path, env)
+    with open(path / ".gitignore", "a") as f:  # the stores and caches a workspace holds
+        f.write("/mlflow.db\n/mlflow.db.lock\n/mlartifacts/\n.prefect/\n.prefect_home/\n__pycache__/\n/checkpoints/\n")
+    _run(["git", "add", "-A"], path, env)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "baseline"], path, env)
+    lrs = {"lr-a": "0.0002", "lr-b": "0.0003"}
+    for name, lr in lrs.items():
+        _run([str(BIN / "dvc"), "exp", "run", "--name", name, "--set-param", f"fit.lr={lr}"], path, env)
+    shown = _run([str(BIN / "dvc"), "exp", "show", "--csv"], path, env).stdout
+    rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown)) if row["Experiment"]}
+    assert set(lrs) <= set(rows), shown[:2000]
+    lr_column = next(c for c in next(iter(rows.values())) if c.endswith("fit.lr"))
+    for name, lr in lrs.items():
+        assert float(rows[name][lr_column]) == float(lr)
+        assert 0.0 <= float(rows[name]["test/accuracy"]) <= 1.0
+    assert rows["lr-a"]["rev"] != rows["lr-b"]["rev"]
+
+
 def test_ctrl_c_in_a_plain_dvc_repro_leaves_no_prefect_server(repo):
     """Ctrl-C while a stage runs: the stage stops, and the workspace's shared Prefect server stops
     once idle (RECRAFT_PREFECT_IDLE_S, 10 s in the suite), with no process of it left."""
@@ -187,6 +213,9 @@ def _interrupt_align(path: Path, env: dict) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # with Ctrl-C's default action, as a terminal gives it; a suite started in the background
+        # of a non-interactive shell would otherwise pass on SIGINT ignored to the whole tree.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state, leases = path / ".prefect" / "server.json", path / ".prefect" / "leases"
 
