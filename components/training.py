@@ -418,6 +418,8 @@ def fit_model(
     checkpoint: TrainingCheckpoint | None = None,
     checkpoint_every: int | None = None,
     on_step: OnStep = _no_step,
+    log_every: int | None = None,
+    on_log: OnEpoch = _no_op,
 ) -> tuple[CrossModalModel, list[dict[str, float]]]:
     """Stage 2: train on the task loss; keep the weights of the best validation epoch.
 
@@ -433,8 +435,14 @@ def fit_model(
     the fitted map, as epoch 0 of the early stopping: the weights returned score at least as well
     on validation as the map alone.
 
+    With ``log_every``, ``on_log(step, {"epoch", "train_loss"})`` receives the mean training loss
+    of every ``log_every`` optimiser steps (and of the steps left at the end), so a fit of one
+    epoch still draws a learning curve. A resumed run first replays the records its checkpoint
+    holds, so a caller that collects them gets the whole curve.
+
     Returns:
-        The model holding the best weights, and one dict per epoch (``train_loss``, ``val_*``).
+        The model holding the best weights, and one dict per epoch (``step``, the optimiser steps
+        taken by its end, ``train_loss``, ``val_*``).
     """
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -479,9 +487,16 @@ def fit_model(
     state = _Resumable(checkpoint, checkpoint_every, gen, {"model": model}, opt, sched, write=world.main)
     progress = {"epoch": 0, "step": 0, "seen_loss": 0.0, "best_score": None, "bad_epochs": 0, "stopped": False}
     perm, best_state = None, None
+    # The step-level curve: its records so far and the (sum, count) of step losses not yet logged.
+    curve: list[dict[str, float]] = []
+    window = [0.0, 0]
     if (restored := state.restore()) is not None:
         progress, extra = restored
         history = progress["history"]
+        curve, window = progress.get("curve", []), progress.get("window", [0.0, 0])
+        if world.main:
+            for record in curve:
+                on_log(int(record["step"]), {k: v for k, v in record.items() if k != "step"})
         perm = extra.get("perm")
         best = {k[5:]: v for k, v in extra.items() if k.startswith("best.")}
         best_state = best or None
@@ -503,11 +518,20 @@ def fit_model(
             "bad_epochs": bad_epochs,
             "stopped": stopped,
             "history": history,
+            "curve": curve,
+            "window": window,
         }
         extra = {f"best.{k}": v for k, v in (best_state or {}).items()}
         if step > 0:
             extra["perm"] = perm
         return prog, extra
+
+    def log_window(epoch: int) -> None:
+        record = {"epoch": float(epoch), "train_loss": window[0] / window[1]}
+        curve.append({"step": float(global_step), **record})
+        window[:] = [0.0, 0]
+        if world.main:
+            on_log(global_step, record)
 
     for epoch in range(progress["epoch"], 0 if progress["stopped"] else epochs):
         model.train()
@@ -534,15 +558,21 @@ def fit_model(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            # The global batch's summed loss (on every rank, so a resumed replica agrees).
-            seen_loss += all_sum(loss.item() * scale / world.size, world, device) * n_global
+            # The global batch's mean loss (on every rank, so a resumed replica agrees).
+            step_loss = all_sum(loss.item() * scale / world.size, world, device)
+            seen_loss += step_loss * n_global
             global_step += 1
+            if log_every:
+                window[0] += step_loss
+                window[1] += 1
+                if global_step % log_every == 0:
+                    log_window(epoch)
             state.save(*snapshot(epoch, step + 1, seen_loss), step=global_step)
             fault_point("fit", "step", global_step)  # test-only (components.faults)
             if world.main:
                 on_step(global_step)
         scores = predict_scores(model, val.x, device, mask=val.mask)
-        record = {"train_loss": seen_loss / len(yt)}
+        record = {"step": float(global_step), "train_loss": seen_loss / len(yt)}
         metrics = compute_metrics(model.task_type, scores, val.y, target_std)
         record.update({f"val_{k}": v for k, v in metrics.items()})
         history.append(record)
@@ -558,6 +588,8 @@ def fit_model(
         state.save(*snapshot(epoch + 1, 0, 0.0, stopped=stop))
         if stop:
             break
+    if log_every and window[1]:  # the steps since the last record
+        log_window(len(history) - 1)
     if best_state is None:
         raise RuntimeError(f"no validation score was finite: {history[-1] if history else 'no epochs ran'}")
     model.load_state_dict(best_state)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow, task
+from prefect import runtime as prefect_runtime
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -46,7 +47,7 @@ from components.errors import UserError
 from components.tasks import task_slug
 from flows.params import load_params
 from flows.prefect_local import local_prefect_server
-from flows.settings import redact
+from flows.settings import PARENT_FLOW_RUN, redact
 
 __all__ = [
     "DEFAULT_CRON",
@@ -56,6 +57,7 @@ __all__ = [
     "reproduce",
     "push_outputs",
     "share_experiment",
+    "stage_flow_runs",
     "check_parameters",
     "serve",
 ]
@@ -268,8 +270,41 @@ def reproduce(root: str, set_params: list[str], name: str) -> str:
         # The checkout's own code first: what DVC hashes as a stage's dependency is what runs,
         # even where an image installed another copy of the package.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if flow_run_id := prefect_runtime.flow_run.id:  # the stages' flow runs carry it as a tag
+            env[PARENT_FLOW_RUN] = flow_run_id
         _run_logged(cmd, root, env, "dvc exp run")
     return name
+
+
+def stage_flow_runs(parent_id: str) -> list[dict[str, Any]]:
+    """The flow runs of the stages a flow run started through DVC (tagged with its id), by start.
+
+    Each is ``{"name", "flow", "id", "state", "url"}``; ``url`` is its page in the Prefect UI
+    (None where the server has no UI address).
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilter, FlowRunFilterTags
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    tag = f"parent-flow-run:{parent_id}"
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+        flows = {
+            f.id: f.name
+            for f in client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=[r.flow_id for r in runs])))
+        }
+    runs = sorted(runs, key=lambda r: (r.start_time is None, r.start_time or r.created))
+    return [
+        {
+            "name": r.name,
+            "flow": flows.get(r.flow_id, ""),
+            "id": str(r.id),
+            "state": r.state.type.value if r.state else "UNKNOWN",
+            "url": f"{str(ui).rstrip('/')}/runs/flow-run/{r.id}" if ui else None,
+        }
+        for r in runs
+    ]
 
 
 def _run_logged(cmd: list[str], cwd: str, env: dict[str, str], what: str) -> None:
@@ -374,21 +409,31 @@ def scheduled_pipeline(
         git_remote: git remote to push the experiment's commit to (default: not pushed).
 
     Returns:
-        The experiment's name, what the remote lacked before the run, the files pushed, and the
-        evaluate stage's metrics.
+        The experiment's name, what the remote lacked before the run, the files pushed, the
+        evaluate stage's metrics, and the stages' flow runs (:func:`stage_flow_runs`).
     """
     root = Path.cwd()
     set_params = _set_params(task, method, overrides)
     _preflight(root, set_params, git_remote if push else None)
     pulled = pull_outputs(str(root), remote)
     name = reproduce(str(root), set_params, _experiment_name(task, method))
+    # The stages ran as flow runs of their own (DVC started them as processes): list and link them.
+    stages = stage_flow_runs(str(prefect_runtime.flow_run.id)) if prefect_runtime.flow_run.id else []
+    for run in stages:
+        _logger().info(f"stage {run['flow']}: flow run {run['name']} {run['state']} {run['url'] or run['id']}")
     pushed = 0
     if push:
         pushed = push_outputs(str(root), pulled["remote"])
         if git_remote:
             share_experiment(str(root), name, git_remote)
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
-    return {"experiment": name, "missing_before_run": pulled["missing"], "pushed": pushed, "metrics": metrics}
+    return {
+        "experiment": name,
+        "missing_before_run": pulled["missing"],
+        "pushed": pushed,
+        "metrics": metrics,
+        "stage_flow_runs": stages,
+    }
 
 
 def serve(

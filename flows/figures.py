@@ -160,6 +160,7 @@ def epoch_curves(
     title: str,
     xlabel: str = "epoch",
     empty_message: str = "no epochs run (alignment skipped)",
+    x: str | None = None,
 ) -> Path:
     """One subplot per metric key (shared x axis), so metrics on different scales stay readable.
 
@@ -171,6 +172,9 @@ def epoch_curves(
         title: Figure title.
         xlabel: Label of the shared x axis.
         empty_message: Text drawn instead of curves when ``history`` is empty.
+        x: The record key holding each record's x value (e.g. ``step``); None: its index. A key
+            absent from a record leaves that record out of its curve, so records logged at
+            different cadences (per step, per epoch) share one figure.
 
     Returns:
         ``path``, written atomically.
@@ -192,12 +196,17 @@ def epoch_curves(
         raise ValueError(f"keys {keys} are absent from every history record; the records hold {found}")
     fig = _figure(6.5, 1.2 + 1.9 * len(present))
     axs = np.atleast_1d(fig.subplots(len(present), 1, sharex=True, squeeze=False)[:, 0])
-    epochs = np.arange(len(history))
+    xs = np.array([record[x] for record in history] if x else np.arange(len(history)), dtype=float)
     for i, (ax, key) in enumerate(zip(axs, present, strict=True)):
         values = np.array([record.get(key, np.nan) for record in history], dtype=float)
+        if x:  # each curve through its own records only
+            keep = np.array([key in record for record in history])
+            xs_key, values = xs[keep], values[keep]
+        else:
+            xs_key = xs
         finite = values[np.isfinite(values)]
         last = f"last {finite[-1]:.4g}" if len(finite) else "no values"
-        ax.plot(epochs, values, color=f"C{i % 10}", marker="o", markersize=3, linewidth=1.5, label=f"{key} ({last})")
+        ax.plot(xs_key, values, color=f"C{i % 10}", marker="o", markersize=3, linewidth=1.5, label=f"{key} ({last})")
         ax.legend(fontsize=TICK, loc="best")
         ax.grid(alpha=0.3)
         _style(ax, ylabel=key)

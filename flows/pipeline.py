@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow
+from prefect import tags as prefect_tags
 
 from components.assets import sha256_file
 from components.atomic import recover, write_json
@@ -18,6 +19,7 @@ from components.faults import fault_point
 from components.tasks import get_task
 from flows.layout import ORDER
 from flows.lock import workspace_lock
+from flows.settings import parent_tags
 from flows.stages import STAGES, StageContext, fit_replica, make_context
 from flows.tune import tune_stage
 
@@ -42,8 +44,16 @@ def run_stage(name: str, ctx: StageContext) -> dict:
     """Run one stage's flow (``recraft stage NAME``, as ``dvc.yaml`` calls it).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) only ``fit`` runs, data-parallel: rank 0 runs the
-    stage's flow (tracking, outputs), the other ranks train their shards silently.
+    stage's flow (tracking, outputs), the other ranks train their shards silently. With
+    ``RECRAFT_PARENT_FLOW_RUN`` set (:func:`flows.deploy.reproduce` sets it), the stage's flow
+    run is tagged ``parent-flow-run:<id>``.
     """
+
+    with prefect_tags(*parent_tags()):  # the scheduled flow run that started this dvc run, if any
+        return _run_stage(name, ctx)
+
+
+def _run_stage(name: str, ctx: StageContext) -> dict:
     from components.distributed import init_from_env, shutdown, world_size_from_env
 
     if world_size_from_env() <= 1:

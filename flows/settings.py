@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings", "configure_prefect", "sqlite_file", "redact"]
+__all__ = ["Settings", "load_settings", "configure_prefect", "sqlite_file", "redact", "PARENT_FLOW_RUN", "parent_tags"]
 
 # The password of a URL's userinfo, ``scheme://user:PASSWORD@host``: up to the first ``@``, as
 # SQLAlchemy reads it (an unescaped ``/`` or ``:`` in it is masked too), never past whitespace, so
@@ -39,6 +39,18 @@ def redact(text: str) -> str:
 
 # MLflow's own variables, honoured where the ``RECRAFT_*`` one is not set: field -> variable.
 # (``MLFLOW_REGISTRY_URI`` and ``AWS_*`` are read by MLflow and boto3 themselves.)
+# A stage process started by DVC cannot be a Prefect subflow of the flow run that started DVC
+# (a subflow runs in its parent's process). The parent puts its flow run id in this variable
+# instead, and every stage's flow run carries it as a tag: ``parent-flow-run:<id>``.
+PARENT_FLOW_RUN = "RECRAFT_PARENT_FLOW_RUN"
+
+
+def parent_tags() -> list[str]:
+    """The Prefect tags that tie this process's flow runs to the flow run that started it."""
+    parent = os.environ.get(PARENT_FLOW_RUN, "").strip()
+    return [f"parent-flow-run:{parent}"] if parent else []
+
+
 TOOL_VARIABLES = {"tracking_uri": "MLFLOW_TRACKING_URI", "experiment": "MLFLOW_EXPERIMENT_NAME"}
 
 
@@ -64,6 +76,11 @@ class Settings(BaseSettings):
     optuna_storage: str | None = Field(None, description="Optuna RDB storage URL for recraft tune (SQLite, PostgreSQL)")
     checkpoint_every: int = Field(
         50, ge=0, description="align/fit save a resumable state every N optimiser steps and each epoch (0: off)"
+    )
+    log_every: int = Field(
+        10,
+        ge=1,
+        description="fit logs its mean training loss every N optimiser steps (fit/train_loss, plots/fit_steps.csv)",
     )
 
     @model_validator(mode="after")

@@ -562,10 +562,10 @@ def _assemble(embedder, body, meta: dict, linear_skip: bool = False) -> CrossMod
 
 
 @task(name="fit-model", tags=["gpu"], cache_policy=NO_CACHE)
-def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, on_epoch, checkpoint):
+def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, checkpoint, **callbacks):
     steps, epochs = fit_steps(len(train), ctx.params.fit)
     with step_progress("fit", steps * epochs) as on_step:
-        return _fit_model(ctx, model, train, val, meta, checkpoint, on_epoch=on_epoch, on_step=on_step)
+        return _fit_model(ctx, model, train, val, meta, checkpoint, on_step=on_step, **callbacks)
 
 
 def _fit_model(ctx: StageContext, model, train: Split, val: Split, meta: dict, checkpoint, **callbacks):
@@ -581,6 +581,7 @@ def _fit_model(ctx: StageContext, model, train: Split, val: Split, meta: dict, c
         augment_rc=ctx.params.fit.augment_rc and meta["augment_rc"],
         checkpoint=checkpoint,
         checkpoint_every=ctx.settings.checkpoint_every,
+        log_every=ctx.settings.log_every,
         **callbacks,
     )
 
@@ -594,15 +595,23 @@ def fit(ctx: StageContext) -> dict[str, float]:
     val = load_split(ctx.layout.prepared_dir / "val.npz")
     model = new_model(ctx, meta, train, val)
     with ctx.tracker().stage("fit", flatten(ctx.params), ctx.tags, system_metrics=True) as run:
+        # MLflow's x axis is the optimiser step: the training loss every settings.log_every
+        # steps, the validation metrics at each epoch's end (the epoch's mean training loss
+        # stays in plots/fit.csv).
+        steps: list[dict[str, float]] = []
 
         def log_epoch(epoch: int, record: dict[str, float]) -> None:
-            run.metrics(
-                {("fit/train_loss" if k == "train_loss" else k.replace("val_", "val/")): v for k, v in record.items()},
-                step=epoch,
-            )
+            del epoch
+            val = {k.replace("val_", "val/"): v for k, v in record.items() if k.startswith("val_")}
+            run.metrics(val, step=int(record["step"]))
+
+        def log_steps(step: int, record: dict[str, float]) -> None:
+            steps.append({"step": step, **record})
+            run.metrics({"fit/train_loss": record["train_loss"]}, step=step)
 
         inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.embedder_dir / "weights.safetensors"]
-        model, history = _fit(ctx, model, train, val, meta, log_epoch, _checkpoint(ctx, "fit", inputs))
+        checkpoint = _checkpoint(ctx, "fit", inputs)
+        model, history = _fit(ctx, model, train, val, meta, checkpoint, on_epoch=log_epoch, on_log=log_steps)
         save_checkpoint(
             ctx.layout.model_dir,
             model.cpu(),
@@ -612,10 +621,23 @@ def fit(ctx: StageContext) -> dict[str, float]:
         summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
         write_json(ctx.layout.metrics("fit"), summary)
         write_curve(ctx.layout.plot("fit.csv"), history)
+        write_curve(ctx.layout.plot("fit_steps.csv"), steps, index="step")
         keys = ["train_loss", "val_loss", f"val_{meta['metric']}"]
         from flows import figures  # matplotlib loads in the stages that draw
 
-        figures.epoch_curves(history, keys, ctx.layout.plot("fit.png"), "Stage 2: fitting", empty_message="no epochs")
+        # Training loss per logged window, validation per epoch, both against the optimiser step.
+        drawn = sorted(
+            [*steps, *({k: v for k, v in r.items() if k != "train_loss"} for r in history)], key=lambda r: r["step"]
+        )
+        figures.epoch_curves(
+            drawn,
+            keys,
+            ctx.layout.plot("fit.png"),
+            "Stage 2: fitting",
+            xlabel="optimiser step",
+            x="step",
+            empty_message="no epochs",
+        )
         run.artifact(ctx.layout.plot("fit.png"), "plots")
         run.metrics({"seconds/fit": summary["seconds"]})
     shutil.rmtree(ctx.layout.checkpoint_dir("fit"), ignore_errors=True)  # outputs are complete

@@ -131,6 +131,6 @@ def tiny_run(prefect_harness, wheel_cache, tmp_path_factory):
     from flows.pipeline import make_context, pipeline
 
     root = tmp_path_factory.mktemp("tiny_run")
-    settings = local_settings(root, wheel_cache)
+    settings = local_settings(root, wheel_cache, log_every=1)  # its fit takes 3 steps: a curve of 3 points
     ctx = make_context(parse_params(apply_overrides({}, TINY + ["prepare.max_train=160"])), settings, root / "ws")
     return root, ctx, pipeline(ctx), settings

@@ -51,6 +51,7 @@ def repo(tmp_path_factory, wheel_cache):
         "RECRAFT_DEVICE": "cpu",
         "PREFECT_HOME": str(repo / ".prefect_home"),
         "DVC_NO_ANALYTICS": "1",
+        "RECRAFT_LOG_EVERY": "1",  # the tiny fit takes a few steps: one point each
     }
     for variable in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "RECRAFT_TRACKING_URI"):
         env.pop(variable, None)  # the runs land in this workspace's mlflow.db, which the tests read
@@ -107,6 +108,14 @@ def test_repro_then_noop_then_partial(repo):
 
     shown = _run([str(BIN / "dvc"), "metrics", "show"], path, env).stdout
     assert "test/accuracy" in shown
+    # `dvc plots show` draws fit's training loss against the optimiser step, one point per step.
+    import json
+
+    plots = json.loads(_run([str(BIN / "dvc"), "plots", "show", "--json"], path, env).stdout)["data"]
+    (curve,) = plots["plots/fit_steps.csv"]
+    assert curve["content"]["encoding"]["x"]["field"] == "step"
+    points = [int(p["step"]) for p in curve["content"]["data"]["values"]]
+    assert len(points) >= 2 and points == list(range(1, len(points) + 1)), points
 
 
 def _parent_tag(path: Path, key: str) -> set[str]:

@@ -3,6 +3,7 @@ test harness, MLflow in a temporary SQLite store."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 
@@ -66,8 +67,18 @@ def test_mlflow_has_one_parent_with_a_child_per_stage(e2e_run):
     assert stages["fit"].data.tags["recraft.torch_threads"] == str(torch.get_num_threads())
     history = client.get_metric_history(stages["align"].info.run_id, "align/fa")
     assert [m.step for m in history] == list(range(ctx.params.align.epochs))
-    assert client.get_metric_history(stages["fit"].info.run_id, "val/accuracy")
-    assert client.get_metric_history(stages["fit"].info.run_id, "fit/train_loss")
+    # fit's curves against the optimiser step: the training loss every RECRAFT_LOG_EVERY steps
+    # (1 here: the tiny fit takes 3), validation at each epoch's end; plots/fit_steps.csv holds
+    # the same training curve.
+    val = client.get_metric_history(stages["fit"].info.run_id, "val/accuracy")
+    train = sorted(client.get_metric_history(stages["fit"].info.run_id, "fit/train_loss"), key=lambda m: m.step)
+    steps = [m.step for m in train]
+    assert len(steps) >= 3 and all(s % ctx.settings.log_every == 0 for s in steps[:-1]), steps
+    assert sorted(m.step for m in val)[-1] == steps[-1]
+    with open(ctx.layout.plot("fit_steps.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == steps
+    assert [float(r["train_loss"]) for r in rows] == pytest.approx([m.value for m in train])
     # MLflow's system metrics on the training stages (every 2 s; align runs several seconds here).
     cpu = client.get_metric_history(stages["align"].info.run_id, "system/cpu_utilization_percentage")
     assert cpu and all(0 <= m.value <= 100 * os.cpu_count() for m in cpu)

@@ -356,6 +356,14 @@ def test_prefect_yaml_deploys_and_a_process_worker_runs_the_pipeline(api, worksp
     assert all(t.state.is_completed() for t in gpu_runs) and limit.limit == 1
     assert asyncio.run(_slot_acquisitions(limit.id)) >= 1  # the stage's gpu task took a slot of the limit
 
+    # The stages' flow runs (processes DVC started, so not subflows) carry the scheduled run's id
+    # as a tag: one completed flow run per stage, found by that tag.
+    from flows.deploy import stage_flow_runs
+
+    stages = stage_flow_runs(str(run.id))
+    assert sorted(s["flow"] for s in stages) == sorted(STAGES), stages
+    assert all(s["state"] == "COMPLETED" for s in stages), stages
+
     # MLflow: one finished pipeline run for this workspace, with a child run per stage.
     ((_, status, tags, children),) = _mlflow_pipeline_runs(ws.parent / "mlflow.db", ws)
     assert status == "FINISHED" and tags["method"] == "nft" and tags["task"] == "dna"

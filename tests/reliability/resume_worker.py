@@ -29,6 +29,7 @@ from tests.model.test_learning import _embedder, _motif_task
 ALIGN = AlignParams(epochs=3, steps_per_epoch=3, batch_size=32, eps=1.0)
 FIT = FitParams(epochs=3, min_steps=0, batch_size=32, patience=3, augment_rc=True)
 EVERY = 2  # checkpoint every 2 steps, so kills land both on and between checkpoints
+LOG_EVERY = 3  # the step curve's windows straddle checkpoints
 
 
 def main() -> None:
@@ -67,6 +68,7 @@ def main() -> None:
     torch.manual_seed(3)
     model = CrossModalModel(embedder, body, 2, "binary")
     ckpt = TrainingCheckpoint(work / "fit", "fit-v1")
+    curve: list[dict] = []  # what a resumed run replays plus what it logs: the whole curve
     model, fit_history = fit_model(
         model,
         Split(x, y),
@@ -78,12 +80,14 @@ def main() -> None:
         augment_rc=True,
         checkpoint=ckpt,
         checkpoint_every=EVERY,
+        log_every=LOG_EVERY,
+        on_log=lambda step, record: curve.append({"step": step, **record}),
     )
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(value.detach().contiguous().numpy().tobytes())
-    result = {"align": align_history, "fit": fit_history, "weights_sha256": digest.hexdigest()}
+    result = {"align": align_history, "fit": fit_history, "curve": curve, "weights_sha256": digest.hexdigest()}
     (work / "result.json").write_text(json.dumps(result, sort_keys=True))
     ckpt.clear()
 

@@ -57,6 +57,11 @@ def test_sigkills_then_reruns_give_the_uninterrupted_result(reference, tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["weights_sha256"] == reference["weights_sha256"]
     assert result == reference  # histories too: every logged number is identical
+    # The step curve (resume_worker.LOG_EVERY = 3) is whole: each window once, in order, the
+    # last one ending where the fit ended, although the kills cut windows and replayed steps.
+    steps = [r["step"] for r in reference["curve"]]
+    assert steps == sorted(set(steps)) and all(s % 3 == 0 for s in steps[:-1]), steps
+    assert steps[-1] == reference["fit"][-1]["step"] > steps[-2]
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["align.json", "embedder.safetensors", "result.json"]  # no checkpoint, no temporary entry
 

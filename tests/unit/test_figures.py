@@ -114,6 +114,18 @@ def test_epoch_curves_one_panel_per_present_key(tmp_path, drawn):
     assert len(drawn[0].axes) == 2  # val_loss is absent from every record: skipped
 
 
+def test_step_curves_draw_each_key_through_its_own_records(tmp_path, drawn):
+    # training loss every 10 steps, validation at the end of each 30-step epoch
+    steps = [{"step": s, "train_loss": 1.0 / s} for s in range(10, 61, 10)]
+    evals = [{"step": s, "val_accuracy": s / 100} for s in (30, 60)]
+    history = sorted(steps + evals, key=lambda r: r["step"])
+    figures.epoch_curves(history, ["train_loss", "val_accuracy"], tmp_path / "s.png", "fit", x="step")
+    train_ax, val_ax = drawn[0].axes
+    assert list(train_ax.lines[0].get_xdata()) == [10, 20, 30, 40, 50, 60]
+    assert list(val_ax.lines[0].get_xdata()) == [30, 60]
+    assert list(val_ax.lines[0].get_ydata()) == [0.3, 0.6]
+
+
 def test_epoch_curves_empty_history_draws_a_note(tmp_path, drawn):
     out = figures.epoch_curves([], ["fa", "fld"], tmp_path / "empty.png", "alignment")
     _assert_png(out, min_side=200)
