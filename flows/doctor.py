@@ -47,10 +47,13 @@ def run_checks(settings: Settings, cwd: Path) -> list[Check]:
     checks += _assets(settings)
     checks += [
         _guard("tracking store", lambda: _tracking(settings), settings.resolved_tracking_uri()),
+        Check("mlflow experiment", "ok", f"{settings.experiment} (from {settings.source('experiment')})"),
+        _registry(settings),
         _guard("mlflow artifacts", lambda: _artifacts(settings)),
         _guard("optuna storage", lambda: _optuna(settings.optuna_storage)),
         _guard("prefect api", lambda: _prefect(os.environ.get("PREFECT_API_URL")), os.environ.get("PREFECT_API_URL")),
         _guard("s3 mirror", lambda: _mirror(settings), settings.asset_mirror),
+        _aws(settings),
         _guard("dvc", _dvc),
         _guard("dvc repository", lambda: _dvc_repo(cwd)),
         _guard("dvc remote", lambda: _dvc_remote(cwd)),
@@ -154,6 +157,48 @@ def _tracking(settings: Settings) -> tuple[str, str]:
     return "ok", f"{uri} ({len(experiments)} experiment(s); from {settings.source('tracking_uri')})"
 
 
+def _registry(settings: Settings) -> Check:
+    """The model registry MLflow uses: MLFLOW_REGISTRY_URI (read by MLflow itself) or the tracking store."""
+    uri = os.environ.get("MLFLOW_REGISTRY_URI", "").strip()
+    if uri:
+        return Check("model registry", "ok", f"{uri} (from MLFLOW_REGISTRY_URI)")
+    return Check(
+        "model registry", "ok", f"{settings.resolved_tracking_uri()} (the tracking store; MLFLOW_REGISTRY_URI not set)"
+    )
+
+
+#: The AWS variables boto3 reads for credentials and region, reported by name (never by value).
+_AWS_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+def _aws(settings: Settings) -> Check:
+    """Which AWS variables are set (names only) and which S3 endpoint is in force, by precedence."""
+    endpoint = next(
+        (
+            (name, value)
+            for name, value in (
+                ("RECRAFT_S3_ENDPOINT_URL", settings.s3_endpoint_url),
+                ("AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL_S3")),
+                ("AWS_ENDPOINT_URL", os.environ.get("AWS_ENDPOINT_URL")),
+            )
+            if value
+        ),
+        None,
+    )
+    present = [name for name in _AWS_VARIABLES if os.environ.get(name)]
+    if not present and endpoint is None:
+        return Check("aws", "skip", "no AWS_* variable set (boto3 falls back to ~/.aws and instance roles)")
+    where = f"S3 endpoint {endpoint[1]} (from {endpoint[0]})" if endpoint else "S3 endpoint: AWS"
+    return Check("aws", "ok", f"{where}; set: {', '.join(present) or 'no credential variable'}")
+
+
 @contextmanager
 def _one_short_try() -> Iterator[None]:
     """MLflow's HTTP client gives up after one short try, not minutes of retries (restored after)."""
@@ -232,7 +277,10 @@ def _bucket(url: str, client, endpoint_setting: str, label: str = "") -> tuple[s
 
 def _prefect(url: str | None) -> tuple[str, str]:
     if not url:
-        return "skip", "PREFECT_API_URL not set: each flow run starts a temporary local server"
+        return "skip", (
+            "PREFECT_API_URL not set: the stages of a `dvc repro` share one local server per workspace, "
+            "stopped when idle; `recraft run` starts its own"
+        )
     import httpx
 
     response = httpx.get(f"{url.rstrip('/')}/health", timeout=_TIMEOUT_S)

@@ -201,6 +201,29 @@ def test_doctor_says_when_mlflow_tracking_uri_is_the_store_in_force(tmp_path):
     assert str(store) in detail and "from MLFLOW_TRACKING_URI" in detail, detail
 
 
+def test_doctor_says_which_experiment_registry_and_aws_settings_are_in_force(tmp_path):
+    res = _doctor(
+        tmp_path,
+        MLFLOW_EXPERIMENT_NAME="team-exp",
+        MLFLOW_REGISTRY_URI=f"sqlite:///{tmp_path / 'registry.db'}",
+        AWS_PROFILE="research",
+        AWS_SECRET_ACCESS_KEY="do-not-print",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9000",
+        RECRAFT_S3_ENDPOINT_URL="",
+    )
+    assert res.exit_code == 0, res.output
+    rows = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert rows["mlflow experiment"]["detail"] == "team-exp (from MLFLOW_EXPERIMENT_NAME)"
+    assert "registry.db (from MLFLOW_REGISTRY_URI)" in rows["model registry"]["detail"]
+    aws = rows["aws"]["detail"]
+    assert "http://127.0.0.1:9000 (from AWS_ENDPOINT_URL)" in aws and "AWS_PROFILE" in aws
+    assert "do-not-print" not in res.stdout  # variables by name, never by value
+    # RECRAFT_* wins over the tool's own variable
+    res = _doctor(tmp_path, RECRAFT_EXPERIMENT="mine", MLFLOW_EXPERIMENT_NAME="team-exp")
+    rows = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert rows["mlflow experiment"]["detail"] == "mine (from RECRAFT_EXPERIMENT)"
+
+
 def test_doctor_fails_for_unreachable_stores(tmp_path):
     port = _free_port()  # nothing listens there
     res = _doctor(
