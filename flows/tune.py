@@ -182,7 +182,7 @@ def run_trial(
     # With the bound as target, the per-epoch report is its validation-loss term (lower is better).
     watched = f"val_{metric}" if params.tune.target == "val" else "val_loss"
     model, _ = stages._fit.fn(
-        trial_ctx, model, train, val, meta, lambda epoch, record: report(epoch, record[watched]), None
+        trial_ctx, model, train, val, meta, None, on_epoch=lambda epoch, record: report(epoch, record[watched])
     )
     model.to(ctx.device).eval()
     scores = predict_scores(model, val.x, ctx.device, mask=val.mask)
