@@ -147,7 +147,12 @@ class AlignParams(_Section):
 
 
 class FitParams(_Section):
-    epochs: int = Field(1, ge=1, description="stage-2 epochs")
+    epochs: int = Field(
+        2,
+        ge=1,
+        description="stage-2 epochs (at least; see min_steps); 2: dna val accuracy 0.950, 0.956, 0.964 "
+        "on seeds 0-2 vs 0.913, 0.915, 0.906 at 1; the default dvc repro still fits in 5 minutes (289 s)",
+    )
     min_steps: int = Field(
         100, ge=0, description="run more epochs when needed to reach this many optimiser steps (small datasets)"
     )
