@@ -23,6 +23,7 @@ __all__ = [
     "read_serving",
     "prepare_inputs",
     "output_arrays",
+    "labelled_outputs",
     "RawInputModel",
 ]
 
@@ -170,15 +171,23 @@ def output_arrays(task_type: str, scores: np.ndarray, class_names: list[str]) ->
     return {"predictions": scores}
 
 
+def labelled_outputs(task_type: str, scores: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
+    """:func:`output_arrays` with ``class_names`` replaced by ``labels``, each row's class name:
+    what the registered model returns."""
+    out = output_arrays(task_type, scores, class_names)
+    if "class_names" in out:
+        out["labels"] = out.pop("class_names")[out["predictions"]]
+    return out
+
+
 class RawInputModel:
     """A model directory served on raw inputs: what the registered MLflow pyfunc calls.
 
     ``predict(x)`` takes raw inputs as a user holds them, (N, C, L) or (N, C, H, W) float32 (or
     (N, L) for one channel; sequences of a masked task may be shorter than the training length),
     normalises them as the prepare stage did (``serving.json``) and returns
-    :func:`output_arrays`, with ``class_names`` replaced by ``labels``, each row's class name:
-    ``predictions`` and ``labels`` and probabilities ``scores`` for classifiers; values in the
-    targets' own units for regression and fields.
+    :func:`labelled_outputs`: ``predictions`` and ``labels`` and probabilities ``scores`` for
+    classifiers; values in the targets' own units for regression and fields.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -191,7 +200,4 @@ class RawInputModel:
         net = self.model
         x = np.asarray(x, dtype=np.float32)
         x, mask = prepare_inputs(x, self.serving["normalisation"], net.embedder.input_shape, net.masked, mask)
-        out = output_arrays(net.task_type, predict_array(net, x, mask), self.serving["class_names"])
-        if "class_names" in out:
-            out["labels"] = out.pop("class_names")[out["predictions"]]
-        return out
+        return labelled_outputs(net.task_type, predict_array(net, x, mask), self.serving["class_names"])

@@ -54,8 +54,17 @@ def code_tags() -> dict[str, str]:
 
 
 def _file_md5(path: Path) -> str:
+    stat = path.stat()
+    return _md5_of(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _md5_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """The md5 of a file's bytes, once per (path, inode, size, mtime): evaluate hashes the prepared
+    folder and then each split in it. An atomic rewrite (a new inode) is hashed again."""
+    del inode, size, mtime_ns  # the cache key only
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -24,15 +24,13 @@ def _signature(meta: dict):
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import Schema, TensorSpec
 
-    from components.serving import output_arrays
+    from components.serving import labelled_outputs
 
     task_type, n = meta["task_type"], 1
     scores_shape = [meta["n_out"]] if task_type not in ("regression", "field") else meta["target_shape"]
     if task_type == "field":
         scores_shape = [meta["target_shape"][0], *meta["input_shape"][1:]]
-    outputs = output_arrays(task_type, np.zeros((n, *scores_shape), dtype=np.float32), meta["class_names"] or [])
-    if "class_names" in outputs:
-        outputs["labels"] = outputs.pop("class_names")[outputs["predictions"]]
+    outputs = labelled_outputs(task_type, np.zeros((n, *scores_shape), dtype=np.float32), meta["class_names"] or [])
     inferred = infer_signature(np.zeros((n, *meta["input_shape"]), dtype=np.float32), outputs)
     if not meta["masked"]:
         return inferred
