@@ -7,7 +7,7 @@ flow edge (``flows.params``); components receive these frozen models or plain va
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +20,9 @@ __all__ = [
     "FitParams",
     "TuneParams",
     "Params",
+    "PER_TASK_SECTIONS",
+    "PER_TASK_FIXED",
+    "per_task_problem",
 ]
 
 
@@ -48,6 +51,13 @@ class ModelParams(_Section):
         9, ge=1, le=64, description="stride-1 conv of this width + max-pool per patch (None: strided patching)"
     )
     n_layers: int | None = Field(None, ge=1, description="keep only the first n body layers (None: all)")
+    derivatives: int = Field(
+        0,
+        ge=0,
+        le=2,
+        description="sequences: phi also reads the 1st..k-th finite differences along L (each scaled to the "
+        "spread of the training inputs); spectra, whose information is in the shape of the bands, use 2",
+    )
     embedder_init: Literal["body", "fresh"] = Field(
         "body",
         description="body: phi = LayerNorm(conv + pos) with the body's embedding LayerNorm and positions "
@@ -249,6 +259,29 @@ class Params(_Section):
     use_tuned: bool = Field(
         False, description="align/fit/source read the best values of the last search (params.tuned.yaml)"
     )
+    per_task: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "tecator": {
+                "model.derivatives": 2,
+                "model.linear_skip": False,
+                "fit.lr": 3e-4,
+                "fit.min_steps": 400,
+                "fit.patience": 20,
+            }
+        },
+        description="values for one task: when `task` names an entry, its `section.key` values replace the "
+        "sections' (model and fit keys, except model.body and model.n_layers); a --set of the same key wins",
+    )
+
+    @field_validator("per_task")
+    @classmethod
+    def _per_task_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for task, entry in value.items():
+            for dotted in entry:
+                problem = per_task_problem(dotted)
+                if problem:
+                    raise ValueError(f"per_task.{task}: {problem}")
+        return value
 
     @field_validator("method")
     @classmethod
@@ -273,3 +306,18 @@ class Params(_Section):
         except UserError as exc:  # re-raised as a validation error so the message names the key
             raise ValueError(str(exc)) from exc  # its hint travels as the cause
         return value
+
+
+#: The sections a ``per_task`` entry may set, and the keys it may not (they decide shared stages).
+PER_TASK_SECTIONS = {"model": ModelParams, "fit": FitParams}
+PER_TASK_FIXED = ("model.body", "model.n_layers")
+
+
+def per_task_problem(dotted: str) -> str | None:
+    """What is wrong with ``dotted`` as a ``per_task`` key, or ``None`` if it is one."""
+    section, _, key = dotted.partition(".")
+    if section not in PER_TASK_SECTIONS or key not in PER_TASK_SECTIONS[section].model_fields:
+        return f"{dotted!r} is not a key of {' or '.join(PER_TASK_SECTIONS)} (expected section.key, e.g. fit.lr)"
+    if dotted in PER_TASK_FIXED:
+        return f"{dotted!r} cannot differ per task (the assets and source stages are shared)"
+    return None

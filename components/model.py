@@ -26,6 +26,8 @@ __all__ = [
     "init_from_body",
     "head_outputs",
     "LinearSkip",
+    "differences",
+    "difference_stds",
 ]
 
 
@@ -40,6 +42,28 @@ def grid_patch_size(height: int, width: int, max_tokens: int) -> int:
     while math.ceil(height / p) * math.ceil(width / p) > max_tokens:
         p += 1
     return p
+
+
+def differences(x: torch.Tensor, order: int) -> torch.Tensor:
+    """(B, C, L) -> (B, C * (1 + order), L): ``x`` and its 1st..``order``-th finite differences
+    along L (centred inside, one-sided at the two ends), stacked on the channel axis."""
+    out, d = [x], x
+    for _ in range(order):
+        if d.shape[-1] < 2:
+            d = torch.zeros_like(d)
+        else:
+            inner = (d[..., 2:] - d[..., :-2]) / 2
+            d = torch.cat([d[..., 1:2] - d[..., :1], inner, d[..., -1:] - d[..., -2:-1]], dim=-1)
+        out.append(d)
+    return torch.cat(out, dim=1)
+
+
+def difference_stds(x, order: int = 2) -> list[float]:
+    """Spread of ``x`` (N, C, L) and of each of its differences up to ``order``: the scales that put
+    them on one footing as inputs of ``phi`` (one number per order, over every channel and step)."""
+    d = differences(torch.as_tensor(x, dtype=torch.float32), order)
+    per_order = d.view(len(d), order + 1, -1, d.shape[-1]).transpose(0, 1).reshape(order + 1, -1)
+    return [max(float(v), 1e-6) for v in per_order.std(dim=1)]
 
 
 class SequenceEmbedder(nn.Module):
@@ -64,6 +88,10 @@ class SequenceEmbedder(nn.Module):
         motif_kernel: if set, a stride-1 convolution of this width followed by max-pooling over
             each patch replaces the strided patching (``overlap`` is then unused).
         pos_in_norm: add the positions before the LayerNorm (as the body does) or after it.
+        derivatives: also read the 1st..k-th finite differences of the input (:func:`differences`)
+            as channels, each divided by its spread ``difference_scales[j]`` (from the training
+            inputs, :func:`difference_stds`); the model's input stays (B, C, L).
+        difference_scales: k + 1 spreads, that of the input first.
     """
 
     def __init__(
@@ -76,8 +104,16 @@ class SequenceEmbedder(nn.Module):
         overlap: int = 1,
         motif_kernel: int | None = None,
         pos_in_norm: bool = False,
+        derivatives: int = 0,
+        difference_scales: list[float] | None = None,
     ) -> None:
         super().__init__()
+        if derivatives and (difference_scales is None or len(difference_scales) != derivatives + 1):
+            raise ValueError(f"derivatives={derivatives} needs {derivatives + 1} difference scales")
+        self.derivatives = derivatives
+        # Plain floats, not a buffer: they live in the embedder's config, and a checkpoint's
+        # tensors stay those of an embedder without differences.
+        self.difference_scales = [float(v) for v in difference_scales] if derivatives else []
         self.pos_in_norm = pos_in_norm
         self.stride = patch_size(length, max_tokens)
         self.n_tokens = math.ceil(length / self.stride)
@@ -94,7 +130,7 @@ class SequenceEmbedder(nn.Module):
             kernel, stride = motif_kernel, 1
             self._pad_left = (motif_kernel - 1) // 2
             self._pad_right = motif_kernel - 1 - self._pad_left
-        self.proj = nn.Conv1d(in_channels, d, kernel_size=kernel, stride=stride)
+        self.proj = nn.Conv1d(in_channels * (1 + derivatives), d, kernel_size=kernel, stride=stride)
         self.norm = nn.LayerNorm(d)
         self.pos = nn.Parameter(positions[: self.n_tokens].detach().clone())
 
@@ -118,6 +154,10 @@ class SequenceEmbedder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is not None:  # padded steps are zero, whatever the caller stored there
             x = x * mask.unsqueeze(1).to(x.dtype)
+        if self.derivatives:
+            scales = torch.tensor(self.difference_scales, dtype=x.dtype, device=x.device)
+            scales = scales.repeat_interleave(self.in_channels)  # channel j of order k: C * k + j
+            x = differences(x, self.derivatives) / scales.view(1, -1, 1)
         # Right-pad to T * s, then pad both sides for the kernel: exactly T outputs.
         tail = self.n_tokens * self.stride - x.shape[-1]
         x = nn.functional.pad(x, (self._pad_left, self._pad_right + tail))
@@ -217,6 +257,8 @@ def build_embedder(cfg: dict, body: Body | None = None) -> SequenceEmbedder | Gr
             cfg["overlap"],
             motif_kernel=cfg["motif_kernel"],
             pos_in_norm=inside,
+            derivatives=cfg.get("derivatives", 0),  # configs saved before the key existed: none
+            difference_scales=cfg.get("difference_scales"),
         )
     if inside and body is not None:
         init_from_body(emb, body)

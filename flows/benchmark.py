@@ -38,7 +38,7 @@ from components.leaderboard import (
     to_error,
 )
 from components.tasks import task_slug
-from flows.params import apply_overrides, parse_params
+from flows.params import apply_overrides, parse_params, task_values
 from flows.pipeline import STAGE_PARAMS, make_context, pipeline
 from flows.settings import Settings
 
@@ -65,10 +65,12 @@ def _link_tree(src: Path, dst: Path) -> None:
 def _cell_params(base: dict, task: str, method: str, seed: int, variant: tuple[str, list[str]] | None = None) -> Params:
     """The params of one cell; a variant's cell runs its method with the variant's overrides."""
     raw = json.loads(json.dumps(base))
+    raw.update(task=task, seed=seed, use_tuned=False)
+    raw = task_values(raw)  # the cell's task's per_task values; a variant's overrides win over them
     if variant is not None:
         method, overrides = variant
         raw = apply_overrides(raw, overrides)
-    raw.update(task=task, method=method, seed=seed, use_tuned=False)
+    raw["method"] = method
     return parse_params(raw, source=f"benchmark cell {task}/{method}/{seed}")
 
 

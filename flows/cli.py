@@ -234,9 +234,9 @@ def _preflight(p, settings, root: Path) -> None:
 
 
 def _defaults(overrides: list[str]):
-    from flows.params import apply_overrides, parse_params
+    from flows.params import parse_params, task_values, with_overrides
 
-    return parse_params(apply_overrides({}, overrides), source="defaults")
+    return parse_params(task_values(with_overrides({}, overrides)), source="defaults")
 
 
 def _run_pipeline(p, settings, root: Path) -> dict:
@@ -434,7 +434,7 @@ def bench(
     try:
         from components.methods import get_method
         from components.tasks import get_task
-        from flows.params import apply_overrides, load_params
+        from flows.params import load_params, parse_params, read_params_file, with_overrides
         from flows.settings import configure_prefect, load_settings
 
         if budget not in BENCH_BUDGETS:
@@ -455,7 +455,9 @@ def bench(
             params = Path("params.yaml")
         overrides = BENCH_BUDGETS[budget] + (set_ or [])
         p = load_params(params, overrides) if params is not None else _defaults(overrides)
-        base = apply_overrides(p.model_dump(mode="json"), [])
+        # Each cell applies its own task's per_task values: the base holds the sections unresolved.
+        raw = read_params_file(params) if params is not None else {}
+        base = parse_params(with_overrides(raw, overrides)).model_dump(mode="json")
         from flows.benchmark import check_variants
 
         check_variants(variants, method_list, base)

@@ -1,4 +1,5 @@
-"""Read ``params.yaml`` once, apply ``--set`` overrides, and validate into frozen :class:`Params`."""
+"""Read ``params.yaml`` once, apply ``--set`` overrides and the task's ``per_task`` values, and
+validate into frozen :class:`Params`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from components.config import Params
+from components.config import Params, per_task_problem
 from components.errors import UserError
 
-__all__ = ["load_params", "parse_params", "apply_overrides", "flatten"]
+__all__ = [
+    "load_params",
+    "read_params_file",
+    "parse_params",
+    "apply_overrides",
+    "with_overrides",
+    "task_values",
+    "flatten",
+]
 
 
 def load_params(path: str | Path, overrides: list[str] | None = None, complete: bool = False) -> Params:
@@ -24,6 +33,14 @@ def load_params(path: str | Path, overrides: list[str] | None = None, complete: 
         UserError: the file is missing or not valid YAML, an override is malformed, or a key is
             unknown, mistyped or out of range (the message names the key).
     """
+    raw = read_params_file(path, complete)
+    overrides = overrides or []
+    overridden = tuple(item.partition("=")[0] for item in overrides)
+    return _validate(task_values(with_overrides(raw, overrides)), path, raw, overridden)
+
+
+def read_params_file(path: str | Path, complete: bool = False) -> dict[str, Any]:
+    """A params file's mapping, unvalidated (see :func:`load_params` for ``complete``)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -44,9 +61,41 @@ def load_params(path: str | Path, overrides: list[str] | None = None, complete: 
             f"every section: {', '.join(Params.model_fields)}",
             hint="copy the missing sections from the project's params.yaml",
         )
-    overrides = overrides or []
-    overridden = tuple(item.partition("=")[0] for item in overrides)
-    return _validate(apply_overrides(raw, overrides), path, raw, overridden)
+    return raw
+
+
+def with_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """:func:`apply_overrides`, and each overridden key dropped from every ``per_task`` entry:
+    a value the user sets explicitly wins over the one a task's entry holds."""
+    out = apply_overrides(raw, overrides)
+    keys = {item.partition("=")[0] for item in overrides}
+    entries = out.get("per_task", Params.model_fields["per_task"].get_default(call_default_factory=True))
+    if keys and isinstance(entries, dict):
+        out["per_task"] = {
+            task: {k: v for k, v in entry.items() if k not in keys} if isinstance(entry, dict) else entry
+            for task, entry in entries.items()
+        }
+    return out
+
+
+def task_values(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the ``per_task`` entry of its ``task`` applied to the sections.
+
+    Applied once, where params are read (a params file, the defaults, a benchmark cell): params
+    rebuilt from a validated :class:`Params` (a trial's, the tuned values) already hold them, and
+    applying them again would undo the values set since. A key the schema refuses is left for
+    validation to report in the entry's own words.
+    """
+    entries = raw.get("per_task", Params.model_fields["per_task"].get_default(call_default_factory=True))
+    entry = entries.get(raw.get("task", Params.model_fields["task"].default)) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict):
+        return raw
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in entry.items():
+        if per_task_problem(dotted) is None:
+            section, _, key = dotted.partition(".")
+            out[section] = {**(out.get(section) or {}), key: value}
+    return out
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -81,9 +81,9 @@ STAGE_PARAMS = {
     "assets": ("task", "model.body"),
     "prepare": ("task", "seed", "data", "prepare"),
     "source": ("seed", "model.body", "model.n_layers", "source"),
-    "tune": ("use_tuned", "tune", "method", "seed", "model", "align", "fit"),
-    "align": ("use_tuned", "method", "seed", "model", "align"),
-    "fit": ("use_tuned", "method", "seed", "model", "fit"),
+    "tune": ("use_tuned", "tune", "method", "seed", "model", "align", "fit", "per_task"),
+    "align": ("use_tuned", "method", "seed", "model", "align", "per_task"),
+    "fit": ("use_tuned", "method", "seed", "model", "fit", "per_task"),
     "evaluate": ("use_tuned", "align.eps", "align.sinkhorn_iters", "align.batch_size"),
 }
 # The stages that read a user's data file (``npz:PATH``, ``pdebench:PATH``): its content is

@@ -39,9 +39,10 @@ from components.data import (
     write_meta,
 )
 from components.device import select_device
+from components.errors import UserError
 from components.methods import get_method
 from components.metrics import HIGHER_IS_BETTER, compute_metrics, is_collapsed
-from components.model import CrossModalModel, build_embedder, head_outputs
+from components.model import CrossModalModel, build_embedder, difference_stds, head_outputs
 from components.reference import REFERENCE_TASK_TYPES, fit_ridge, references
 from components.serving import serving_files
 from components.source import (
@@ -261,6 +262,8 @@ def prepare(ctx: StageContext) -> dict[str, float]:
         if task_type == "regression"
         else None,
         "normalisation": {"applied": spec.normalise, **stats},
+        # Spreads of the inputs and their differences (sequences): model.derivatives scales by them.
+        "difference_stds": difference_stds(train.x[:2000]) if train.x.ndim == 3 else None,
         "augment_rc": spec.augment_rc,
     }
     with atomic_dir(out) as tmp:  # the splits and their meta appear together or not at all
@@ -384,6 +387,20 @@ def _meta(ctx: StageContext) -> dict:
 
 def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
     m = ctx.params.model
+    scales = None
+    if m.derivatives:
+        if len(meta["input_shape"]) != 2:
+            raise UserError(
+                f"model.derivatives={m.derivatives}: differences apply to sequences; task "
+                f"{ctx.params.task!r} has inputs of shape {meta['input_shape']}",
+                hint="set model.derivatives: 0 for this task",
+            )
+        if not meta.get("difference_stds"):
+            raise UserError(
+                f"{ctx.layout.prepared_dir / 'meta.json'} has no difference_stds (prepared by an older version)",
+                hint="re-run the prepare stage",
+            )
+        scales = meta["difference_stds"][: m.derivatives + 1]
     return {
         "kind": "target_embedder",
         "input_shape": meta["input_shape"],
@@ -391,6 +408,8 @@ def _embedder_config(ctx: StageContext, meta: dict, d: int) -> dict:
         "max_tokens": m.max_tokens,
         "overlap": m.overlap,
         "motif_kernel": m.motif_kernel,
+        "derivatives": m.derivatives,
+        "difference_scales": scales,
         "init": m.embedder_init,
         "body": m.body,
         "task": ctx.params.task,

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.errors import UserError
 from flows.params import load_params, parse_params
@@ -105,3 +106,42 @@ def test_the_file_is_named_for_the_keys_it_set_and_not_for_overrides(tmp_path):
     assert f"{f}: fit.lrr: unknown key" in problems
     assert "prepare.val_fraction: must be less than 0.5 (got 0.7)" in problems  # from --set: no file
     assert "align.eps: must be greater than 0 (got -2)" in problems  # the override won over the file
+
+
+def test_per_task_values_apply_to_their_task_and_an_explicit_set_wins():
+    dna = load_params(ROOT / "params.yaml")
+    tecator = load_params(ROOT / "params.yaml", ["task=tecator"])
+    entry = dna.per_task["tecator"]
+    assert tecator.fit.lr == entry["fit.lr"] != dna.fit.lr
+    assert tecator.model.derivatives == entry["model.derivatives"] and dna.model.derivatives == 0
+    assert tecator.model.linear_skip is entry["model.linear_skip"]
+    assert tecator.align == dna.align and tecator.fit.batch_size == dna.fit.batch_size  # nothing else moves
+    mine = load_params(ROOT / "params.yaml", ["task=tecator", "fit.lr=0.002"])
+    assert mine.fit.lr == 0.002 and mine.fit.min_steps == entry["fit.min_steps"]
+    # Without a params file the schema's entry applies the same way.
+    assert parse_params({}).per_task == dna.per_task
+
+
+def test_params_rebuilt_from_validated_params_keep_their_values():
+    """A trial's or the tuned values are set on resolved params: the task's entry is not applied again."""
+    from flows.tune import with_values
+
+    tecator = load_params(ROOT / "params.yaml", ["task=tecator"])
+    assert with_values(tecator, {"fit.lr": 5e-5}).fit.lr == 5e-5
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"fit.nope": 1}, "per_task.tecator: 'fit.nope' is not a key of model or fit"),
+        ({"align.eps": 0.2}, "'align.eps' is not a key of model or fit"),
+        ({"model.body": "bert-base"}, "'model.body' cannot differ per task"),
+        ({"fit.lr": -1.0}, "fit.lr"),
+    ],
+)
+def test_bad_per_task_entries_name_the_key(tmp_path, entry, fragment):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"task": "tecator", "per_task": {"tecator": entry}}))
+    with pytest.raises(UserError) as err:
+        load_params(path)
+    assert fragment in str(err.value)

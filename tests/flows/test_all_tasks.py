@@ -49,7 +49,7 @@ def _raw(x: np.ndarray, normalisation: dict, mask: np.ndarray | None) -> np.ndar
 
 
 def _context(root, wheel_cache, overrides):
-    from flows.params import apply_overrides, parse_params
+    from flows.params import parse_params, task_values, with_overrides
     from flows.pipeline import make_context
     from flows.settings import load_settings
 
@@ -59,7 +59,8 @@ def _context(root, wheel_cache, overrides):
         wheel_cache=wheel_cache,
         device="cpu",
     )
-    return make_context(parse_params(apply_overrides({}, TINY + overrides)), settings, root)
+    # As a params file is read: the task's per_task values (tecator's differences) apply under TINY.
+    return make_context(parse_params(task_values(with_overrides({}, TINY + overrides))), settings, root)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,9 @@ def test_task_runs_end_to_end(task, source_stage, user_files, wheel_cache, tmp_p
     assert meta["task_type"] == expected_type
     assert result["metric"] == meta["metric"] and math.isfinite(result[f"test/{meta['metric']}"])
     assert math.isfinite(result["bound/value"])
+    if task == "tecator":  # its per_task entry: phi reads the spectrum's differences, no linear skip
+        config = json.loads((ctx.layout.model_dir / "config.json").read_text())
+        assert config["embedder"]["derivatives"] == 2 and len(config["embedder"]["difference_scales"]) == 3
     metric = meta["metric"]
     # The saved model (a linear skip included) served on raw inputs, as the registered pyfunc
     # serves it: un-normalised test inputs give back what evaluate scored.
@@ -125,13 +129,14 @@ def test_task_runs_end_to_end(task, source_stage, user_files, wheel_cache, tmp_p
     scores = predict_scores(served.model, test.x, torch.device("cpu"), mask=test.mask)
     std = None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
     if meta["task_type"] in ("field", "regression"):
-        assert served.model.skip is not None
+        assert (served.model.skip is not None) is ctx.params.model.linear_skip  # off in tecator's entry
         again = compute_metrics(meta["task_type"], out["predictions"], test.y, std)[metric]
         assert again == pytest.approx(result[f"test/{metric}"], rel=1e-4)
-        # The linear references sit beside ours; the model starts at the ridge map (a linear
-        # skip), so even this one-epoch run beats the mean prediction.
+        # The linear references sit beside ours; a model that starts at the ridge map (a linear
+        # skip) beats the mean prediction even after this one-epoch run.
         assert math.isfinite(result[f"reference/ridge/{metric}"])
-        assert result[f"test/{metric}"] < result[f"reference/mean/{metric}"], result
+        if ctx.params.model.linear_skip:
+            assert result[f"test/{metric}"] < result[f"reference/mean/{metric}"], result
     else:
         assert not any(k.startswith("reference/") for k in result)
         if meta["task_type"] == "multilabel":
