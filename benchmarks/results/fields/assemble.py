@@ -1,11 +1,12 @@
-"""How the field tables in the README were made: 27 runs of the committed defaults,
+"""How the field tables in the README were made: 30 runs of the committed defaults,
 
     recraft run --task T --seed S --method M --workdir W --metrics-out M/T-S.json
 
 for T in advection, diffusion_reaction, burgers, darcy and tecator, M in recraft and nft, S in
-0, 1, 2, one at a time on a 2-core CPU (tecator later than the fields, with its per_task entry). The per-run metrics files are in ``recraft/`` and
-``nft/``; this script, run from the repository root, rebuilds ``table.md`` and ``paired.json``
-with the benchmark's own statistics (``flows.benchmark``: ``summarise``, ``markdown``).
+0, 1, 2, one at a time on a 2-core CPU (tecator later than the fields, with its per_task
+entry). The per-run metrics files are in ``recraft/`` and ``nft/``; this script, run from the
+repository root, rebuilds ``table.md`` and ``paired.json`` with the benchmark's own statistics
+(``flows.benchmark``: ``summarise``, ``markdown``) for the four field tasks.
 """
 
 import json
