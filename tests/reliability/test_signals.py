@@ -270,8 +270,14 @@ def test_the_supervisor_exits_as_its_worker_did(tmp_path):
     log = tmp_path / "ui.log"
     env = {**os.environ, "RECRAFT_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     proc = _start([RECRAFT, "ui", "--port", str(_free_port())], log, env, cwd=tmp_path)
-    _wait_until(lambda: bool(_tree(proc.pid)), proc, log, "the worker is forked")
-    (worker,) = _tree(proc.pid)
+
+    def children() -> list[int]:  # the supervisor's own children: the worker (not the MLflow UI it starts)
+        return [pid for pid, fields in _processes().items() if int(fields[_PPID]) == proc.pid]
+
+    # Once the worker has started the MLflow UI, killing it orphans the UI: the supervisor, its
+    # subreaper, must stop it too.
+    _wait_until(lambda: len(_tree(proc.pid)) >= 2, proc, log, "the worker starts the MLflow UI")
+    (worker,) = children()
     os.kill(worker, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL, _tail(log)
     assert not _survivors({}, proc.pid)
