@@ -111,9 +111,12 @@ class SequenceEmbedder(nn.Module):
         if derivatives and (difference_scales is None or len(difference_scales) != derivatives + 1):
             raise ValueError(f"derivatives={derivatives} needs {derivatives + 1} difference scales")
         self.derivatives = derivatives
-        # Plain floats, not a buffer: they live in the embedder's config, and a checkpoint's
-        # tensors stay those of an embedder without differences.
         self.difference_scales = [float(v) for v in difference_scales] if derivatives else []
+        # Per input channel of the convolution (channel j of order k is C * k + j). Not saved with
+        # the weights: the scales live in the embedder's config, so a checkpoint's tensors stay
+        # those of an embedder without differences.
+        scales = torch.tensor(self.difference_scales, dtype=torch.float32).repeat_interleave(in_channels)
+        self.register_buffer("_channel_scales", scales.view(1, -1, 1), persistent=False)
         self.pos_in_norm = pos_in_norm
         self.stride = patch_size(length, max_tokens)
         self.n_tokens = math.ceil(length / self.stride)
@@ -155,9 +158,7 @@ class SequenceEmbedder(nn.Module):
         if mask is not None:  # padded steps are zero, whatever the caller stored there
             x = x * mask.unsqueeze(1).to(x.dtype)
         if self.derivatives:
-            scales = torch.tensor(self.difference_scales, dtype=x.dtype, device=x.device)
-            scales = scales.repeat_interleave(self.in_channels)  # channel j of order k: C * k + j
-            x = differences(x, self.derivatives) / scales.view(1, -1, 1)
+            x = differences(x, self.derivatives) / self._channel_scales.to(x.dtype)
         # Right-pad to T * s, then pad both sides for the kernel: exactly T outputs.
         tail = self.n_tokens * self.stride - x.shape[-1]
         x = nn.functional.pad(x, (self._pad_left, self._pad_right + tail))

@@ -69,13 +69,20 @@ def with_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     a value the user sets explicitly wins over the one a task's entry holds."""
     out = apply_overrides(raw, overrides)
     keys = {item.partition("=")[0] for item in overrides}
-    entries = out.get("per_task", Params.model_fields["per_task"].get_default(call_default_factory=True))
+    entries = _per_task_entries(out)
     if keys and isinstance(entries, dict):
         out["per_task"] = {
             task: {k: v for k, v in entry.items() if k not in keys} if isinstance(entry, dict) else entry
             for task, entry in entries.items()
         }
     return out
+
+
+def _per_task_entries(raw: dict[str, Any]) -> Any:
+    """``raw``'s ``per_task`` section, or the schema's when the mapping has none (unvalidated)."""
+    if "per_task" in raw:
+        return raw["per_task"]
+    return Params.model_fields["per_task"].get_default(call_default_factory=True)
 
 
 def task_values(raw: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +93,7 @@ def task_values(raw: dict[str, Any]) -> dict[str, Any]:
     applying them again would undo the values set since. A key the schema refuses is left for
     validation to report in the entry's own words.
     """
-    entries = raw.get("per_task", Params.model_fields["per_task"].get_default(call_default_factory=True))
+    entries = _per_task_entries(raw)
     entry = entries.get(raw.get("task", Params.model_fields["task"].default)) if isinstance(entries, dict) else None
     if not isinstance(entry, dict):
         return raw
