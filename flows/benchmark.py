@@ -112,7 +112,7 @@ def benchmark(
     Args:
         base: the params every cell starts from (a params file plus the budget's overrides).
         out_dir: where cells, tables and the report go; rerunning resumes finished cells.
-        seeds_for: method or variant -> N, to run it on seeds ``0..N-1`` only (the cheaper
+        seeds_for: method or variant -> N, to run it on the first N of ``seeds`` only (the cheaper
             baselines and ablations need fewer seeds than the methods compared); others run every seed.
         variants: label -> (method, overrides): an ablation column that runs ``method`` with the
             overrides on top of ``base`` (e.g. ``"fld-only": ("recraft", ["align.lambda_fa=0"])``).
@@ -129,8 +129,8 @@ def benchmark(
     check_variants(variants, methods, base)
     _check_seeds_for(seeds_for, methods + list(variants))
     rows = []
-    for seed in seeds:
-        seed_methods = [m for m in methods + list(variants) if m not in seeds_for or seed < seeds_for[m]]
+    for i, seed in enumerate(seeds):
+        seed_methods = [m for m in methods + list(variants) if m not in seeds_for or i < seeds_for[m]]
         if not seed_methods:  # no cell needs this seed's shared stages
             continue
         stage0 = out_dir / "shared" / f"seed{seed}"

@@ -401,7 +401,13 @@ def _parse_variants(items: list[str] | None) -> dict[str, tuple[str, list[str]]]
 def bench(
     tasks: Annotated[str, typer.Option(help="comma-separated tasks")] = "dna,vowels",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = "scratch,nft,fa,orca,recraft",
-    seeds: Annotated[int, typer.Option(help="seeds per cell (0..N-1)", min=1)] = 3,
+    seeds: Annotated[int, typer.Option(help="seeds per cell (FIRST..FIRST+N-1)", min=1)] = 3,
+    first_seed: Annotated[
+        int,
+        typer.Option(
+            help="the first seed (e.g. seeds kept apart from the reported benchmark's, to choose values on)", min=0
+        ),
+    ] = 0,
     budget: Annotated[
         str,
         typer.Option(
@@ -411,7 +417,7 @@ def bench(
     ] = "quick",
     seeds_for: Annotated[
         str | None,
-        typer.Option(help="fewer seeds for some methods, e.g. fa=3,scratch=3 (seeds 0..N-1; others use --seeds)"),
+        typer.Option(help="fewer seeds for some methods, e.g. fa=3,scratch=3 (the first N seeds; others use --seeds)"),
     ] = None,
     variant: Annotated[
         list[str] | None,
@@ -467,7 +473,17 @@ def bench(
         configure_prefect()
         from flows.benchmark import benchmark, markdown
 
-        summary = benchmark(base, task_list, method_list, list(range(seeds)), settings, out_dir, name, counts, variants)
+        summary = benchmark(
+            base,
+            task_list,
+            method_list,
+            list(range(first_seed, first_seed + seeds)),
+            settings,
+            out_dir,
+            name,
+            counts,
+            variants,
+        )
         typer.echo(markdown(summary))
         typer.echo(f"tables: {out_dir / 'table.md'}, {out_dir / 'table.csv'}, {out_dir / 'runs.csv'}")
     except Exception as exc:  # noqa: BLE001

@@ -21,8 +21,9 @@ def _bench(out, extra=()):
 
     from flows.cli import app
 
-    # orca and the FLD-only variant on seed 0 only: recraft - orca pairs one seed, recraft - nft two.
-    args = ["bench", "--tasks", "dna", "--methods", "nft,orca,recraft", "--seeds", "2"]
+    # Seeds 1 and 2 (--first-seed); orca and the FLD-only variant on the first only: recraft - orca
+    # pairs one seed, recraft - nft two.
+    args = ["bench", "--tasks", "dna", "--methods", "nft,orca,recraft", "--seeds", "2", "--first-seed", "1"]
     args += ["--variant", "fld-only=recraft:align.lambda_fa=0", "--seeds-for", "orca=1,fld-only=1"]
     args += ["--budget", "full"]
     args += ["--out", str(out), "--name", "t", *extra]
@@ -106,14 +107,14 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
     assert "geo-mean ratio to nft" in result.output
     summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader((out / "runs.csv").open()))
-    ran = [("fld-only", "0"), ("nft", "0"), ("nft", "1"), ("orca", "0"), ("recraft", "0"), ("recraft", "1")]
+    ran = [("fld-only", "1"), ("nft", "1"), ("nft", "2"), ("orca", "1"), ("recraft", "1"), ("recraft", "2")]
     assert sorted((r["method"], r["seed"]) for r in rows) == ran
     for r in rows:
         assert float(r["error"]) == pytest.approx(1 - float(r["test"]))
         assert float(r["collapsed"]) in (0.0, 1.0)
     cell = summary["cells"]["dna/recraft"]
     errors = {(r["method"], r["seed"]): float(r["error"]) for r in rows}
-    assert cell["n"] == 2 and cell["mean"] == pytest.approx((errors[("recraft", "0")] + errors[("recraft", "1")]) / 2)
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx((errors[("recraft", "1")] + errors[("recraft", "2")]) / 2)
     assert summary["cells"]["dna/orca"]["n"] == 1
     assert summary["ratio_to_nft"]["dna/nft"] == pytest.approx(1.0)
     assert sum(summary["average_rank"].values()) == pytest.approx(10.0)  # ranks 1..4, ties share
@@ -122,7 +123,7 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
     _check_paired(summary["paired"], errors)
     ablation = summary["ablation"]["fld-only-recraft"]  # its own Holm family, apart from the headline
     assert (ablation["a"], ablation["b"], ablation["n"]) == ("fld-only", "recraft", 1)
-    fld_only_diff = errors[("fld-only", "0")] - errors[("recraft", "0")]
+    fld_only_diff = errors[("fld-only", "1")] - errors[("recraft", "1")]
     assert ablation["per_task"]["dna"]["diffs"] == pytest.approx([fld_only_diff])
     assert ablation["p_holm"] == pytest.approx(ablation["p"])
     assert summary["collapsed"].keys() == {"fld-only", "nft", "orca", "recraft"}
@@ -152,15 +153,15 @@ def test_benchmark_runs_every_cell_and_writes_the_tables(prefect_harness, wheel_
     assert all(r.info.status == "FINISHED" for r in cells)
 
     # Stage 0 ran once per seed, not once per cell; a rerun reads finished cells back.
-    assert sorted(p.name for p in (out / "shared").iterdir()) == ["dna-seed0", "dna-seed1", "seed0", "seed1"]
+    assert sorted(p.name for p in (out / "shared").iterdir()) == ["dna-seed1", "dna-seed2", "seed1", "seed2"]
     assert _bench(out).exit_code == 0
     assert json.loads((out / "summary.json").read_text())["cells"] == summary["cells"]
 
 
 def _check_paired(paired: dict, errors: dict[tuple[str, str], float]) -> None:
-    """Both comparisons, paired by seed: recraft - nft on seeds 0 and 1, recraft - orca on seed 0."""
+    """Both comparisons, paired by seed: recraft - nft on seeds 1 and 2, recraft - orca on seed 1."""
     assert paired.keys() == {"recraft-nft", "recraft-orca"}
-    for key, other, seeds in (("recraft-nft", "nft", ("0", "1")), ("recraft-orca", "orca", ("0",))):
+    for key, other, seeds in (("recraft-nft", "nft", ("1", "2")), ("recraft-orca", "orca", ("1",))):
         c = paired[key]
         diffs = [errors[("recraft", s)] - errors[(other, s)] for s in seeds]
         task = c["per_task"]["dna"]
