@@ -1,14 +1,14 @@
-"""The pipeline's component calls in one bare Python process: no Prefect, no MLflow, no DVC.
+"""The pipeline's recipe in one bare Python process: no Prefect, no MLflow, no DVC.
 
     .venv/bin/python benchmarks/bare_pipeline.py --params params.yaml --workdir DIR --out phases.json
 
-The same work as ``dvc repro`` (flows/stages.py) with the same params: extract the pinned assets
-from the wheel cache, prepare the splits, train the source head (stage 0), align the embedder
-(stage 1), fit (stage 2), then test metrics and the bound's FA/FLD terms. Intermediate results
-stay in memory, so nothing is saved between phases, and the stages' wrappers (output files,
-figures, sha256 checks of the body before each load, MLflow runs and model registration) are
-left out: this is the floor that orchestration is measured against (``orchestration.py``).
-Writes the seconds of each phase (and the test metric, to check it computed the same thing).
+The same work as ``dvc repro`` with the same params, through the same functions
+(components/recipe.py) the stages call: extract the pinned assets from the wheel cache, prepare
+the splits, train the source head (stage 0) and save it, align the embedder (stage 1), fit
+(stage 2), then test metrics and the bound's terms. The stages' wrappers (split files, figures,
+curves, MLflow runs and model registration, progress bars) are left out: this is the floor that
+orchestration is measured against (``orchestration.py``). Writes the seconds of each phase (and
+the test metric, to check it computed the same thing).
 """
 
 from __future__ import annotations
@@ -18,28 +18,18 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from components import assets as assets_lib
-from components import source as src
-from components.bodies import load_body, load_tokenizer, resolve_body
-from components.bound import bound_terms
+from components import recipe
+from components.bodies import resolve_body
 from components.config import Params
-from components.data import CLASSIFICATION
-from components.methods import get_method
+from components.layout import Layout
 from components.metrics import compute_metrics
-from components.model import CrossModalModel, build_embedder, head_outputs
-from components.reference import REFERENCE_TASK_TYPES, fit_ridge
-from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
-from components.training import AlignReference, align_embedder, fit_model, predict_scores
+from components.tasks import get_task
+from components.training import predict_scores
 
 DEVICE = torch.device("cpu")
-
-
-def _seed(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
 
 
 def _extract(name: str, cache: Path, out_dir: Path) -> Path:
@@ -54,34 +44,10 @@ def _extract(name: str, cache: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _source(p: Params, body_dir: Path, corpus_dir: Path, body) -> tuple[AlignReference, float]:
-    """Stage 0: the cloud, the Lipschitz-regularised head and ``bound/lipschitz``."""
-    cfg = p.source
-    sentences = src.read_conll(corpus_dir / "ner.txt")
-    labels, classes = src.sentence_labels(sentences)
-    order = np.random.default_rng(p.seed).permutation(len(sentences))[: cfg.n_source]
-    batch = src.tokenize(load_tokenizer(body_dir), [sentences[i] for i in order], labels[order], cfg.max_tokens)
-    cloud = src.source_cloud(body, batch)
-    n_val = max(1, int(round(len(order) * cfg.val_fraction)))
-    val = src.SourceBatch(batch.input_ids[:n_val], batch.mask[:n_val], batch.labels[:n_val])
-    train = src.SourceBatch(batch.input_ids[n_val:], batch.mask[n_val:], batch.labels[n_val:])
-    head, _ = src.train_source_head(
-        body, train, val, len(classes), cfg.epochs, cfg.hinge_epochs, cfg.lr, cfg.batch_size,
-        cfg.tau, cfg.rho, p.seed, cfg.balanced, cfg.hinge_steps, cfg.tau_quantile,
-    )  # fmt: skip
-    return AlignReference(cloud, head, batch.labels.long()), src.lipschitz_constants(body, head, val)["pooled"]
-
-
-def _bound(p: Params, model: CrossModalModel, ref: AlignReference, body_dir: Path, val, fit_loss: float, lip: float):
-    """The bound's terms of the fine-tuned embedder on validation data, as the evaluate stage."""
-    mask = None if val.mask is None else torch.from_numpy(val.mask)
-    x, y = torch.from_numpy(val.x), torch.from_numpy(val.groups)
-    return bound_terms(model.embedder, load_body(body_dir).eval(), ref, x, y, mask, p.align, fit_loss, lip)
-
-
-def _scores(model: CrossModalModel, split, task_type: str, name: str) -> dict[str, float]:
+def _scores(model, split, meta: dict, name: str) -> dict[str, float]:
     scores = predict_scores(model, split.x, DEVICE, mask=split.mask)
-    return {f"{name}/{k}": v for k, v in compute_metrics(task_type, scores, split.y, None).items()}
+    metrics = compute_metrics(meta["task_type"], scores, split.y, recipe.target_std(meta))
+    return {f"{name}/{k}": v for k, v in metrics.items()}
 
 
 def run(p: Params, workdir: Path, cache: Path) -> dict:
@@ -94,57 +60,40 @@ def run(p: Params, workdir: Path, cache: Path) -> dict:
         seconds[name] = time.perf_counter() - clock
         clock = time.perf_counter()
 
+    layout = Layout(workdir)
+    job = recipe.Job(p, layout, DEVICE)
     spec = get_task(p.task)
-    body_dir = _extract(resolve_body(p.model.body).asset, cache, workdir / "body")
-    corpus_dir = _extract("wnut16", cache, workdir / "source")
-    target_dir = _extract(spec.asset, cache, workdir / "target")
+    _extract(resolve_body(p.model.body).asset, cache, layout.body_dir)
+    _extract("wnut16", cache, layout.corpus_dir)
+    _extract(spec.asset, cache, layout.target_dir)
     lap("assets")
 
-    raw = spec.loader(target_dir, p.data)
-    spec = spec.resolved(resolve_task_type(spec, raw, p.data.task_type))
-    if spec.task_type == "regression":
-        raise SystemExit("the bare loop leaves out regression's target scaling: pick another task")
-    check_raw(raw, spec.source, spec.task_type)
-    splits, _ = prepare_splits(raw, spec, p.data, p.prepare, p.seed)
+    splits, meta = recipe.prepare(p, layout.target_dir)
     train, val, test = splits["train"], splits["val"], splits["test"]
-    classify = spec.task_type in CLASSIFICATION
-    n_classes = int(max(train.y.max(), val.y.max())) + 1 if classify else 0
     lap("prepare")
 
-    _seed(p.seed)
-    method = get_method(p.method)
-    body = load_body(body_dir)
-    ref, lipschitz = _source(p, body_dir, corpus_dir, body)
+    recipe.seed_everything(p.seed)
+    out = recipe.train_source(job)
+    layout.source_dir.mkdir(parents=True, exist_ok=True)
+    recipe.save_source(layout.source_dir, out, recipe.source_summary(out, 0.0))
     lap("source")
 
-    _seed(p.seed)
-    cfg = {"input_shape": list(train.x.shape[1:]), "d": body.hidden_size, "max_tokens": p.model.max_tokens}
-    cfg |= {"overlap": p.model.overlap, "motif_kernel": p.model.motif_kernel, "init": p.model.embedder_init}
-    embedder = build_embedder(cfg, body)
-    if method.objective is not None and p.align.epochs > 0:
-        mask = None if train.mask is None else torch.from_numpy(train.mask)
-        x, groups = torch.from_numpy(train.x), torch.from_numpy(train.groups)
-        align_embedder(embedder, body, ref, x, groups, p.align, p.seed, DEVICE, mask=mask, objective=method.objective)
+    embedder, body, _, ref = recipe.new_embedder(job, meta)
+    if recipe.aligns(p):
+        recipe.align(job, embedder, body, ref, train)
+    state = {k: v.detach().cpu().clone() for k, v in embedder.state_dict().items()}
     lap("align")
 
-    _seed(p.seed)  # then the same random draws as the fit stage: a fresh embedder, then the head
-    fit_body = load_body(body_dir)
-    aligned, embedder = embedder, build_embedder(cfg, fit_body)
-    embedder.load_state_dict(aligned.state_dict())
-    n_out = head_outputs(spec.task_type, list(train.y.shape[1:]), n_classes)
-    skip = p.model.linear_skip and spec.task_type in REFERENCE_TASK_TYPES
-    model = CrossModalModel(embedder, fit_body, n_out, spec.task_type, tuple(train.y.shape[1:]), linear_skip=skip)
-    if skip:  # as the fit stage: the model starts as the ridge map
-        ridge = fit_ridge(train.x, train.y, val.x, val.y, spec.task_type, spec.metric, train.mask, val.mask)
-        model.skip.set_map(ridge)
-    augment = p.fit.augment_rc and spec.augment_rc
-    model, _ = fit_model(model, train, val, p.fit, spec.metric, p.seed, DEVICE, augment_rc=augment)
+    model = recipe.new_model(job, meta, train, val, state)
+    model, _ = recipe.fit(job, model, train, val, meta, None)
     lap("fit")
 
-    result = _scores(model, test, spec.task_type, "test") | _scores(model, val, spec.task_type, "val")
-    result |= _bound(p, model, ref, body_dir, val, result["val/loss"], lipschitz)
+    model.eval()
+    result = _scores(model, test, meta, "test") | _scores(model, val, meta, "val")
+    val_scores = predict_scores(model, val.x, DEVICE, mask=val.mask)
+    result |= recipe.bound_terms(job, model, val, meta, val_scores)
     lap("evaluate")
-    return {"seconds": seconds, "metric": spec.metric, **result}
+    return {"seconds": seconds, "metric": meta["metric"], **result}
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ from flows.params import apply_overrides, parse_params, task_values
 from flows.pipeline import STAGE_PARAMS, make_context, pipeline
 from flows.settings import Settings
 
-__all__ = ["benchmark", "check_variants", "summarise", "write_report"]
+__all__ = ["benchmark", "check_variants", "result_row", "summarise", "write_report"]
 
 BASELINE = "nft"
 # The stages whose outputs every cell of a task and seed shares (hard-linked, computed once).
@@ -154,7 +154,7 @@ def benchmark(
                 if method in variants:
                     tags["recraft.variant"] = method
                 _close_runs(settings, root, tags)
-                rows.append({**_row(result), "method": method})
+                rows.append({**result_row(result), "method": method})
     summary = summarise(rows, {label: m for label, (m, _) in variants.items()})
     write_report(summary, rows, out_dir)
     return summary
@@ -198,7 +198,7 @@ def _check_seeds_for(seeds_for: dict[str, int], methods: list[str]) -> None:
             raise UserError(f"seeds_for gives {method!r} {count} seeds; it needs at least 1")
 
 
-def _row(result: dict) -> dict:
+def result_row(result: dict) -> dict:
     from components.metrics import HIGHER_IS_BETTER
 
     metric = result["metric"]

@@ -273,7 +273,7 @@ def stage(
                 from flows.prefect_local import workspace_prefect_server
 
                 server = stack.enter_context(workspace_prefect_server(Path(".")))
-            from flows.layout import ORDER
+            from components.layout import ORDER
             from flows.params import load_params
             from flows.settings import configure_prefect, load_settings
 

@@ -123,7 +123,7 @@ def _assets(settings: Settings) -> list[Check]:
         else:
             row = ("warn", "not cached; fetched from the index or the S3 mirror on first use")
         rows.append(Check(f"asset {name}", *row))
-    from flows.layout import Layout
+    from components.layout import Layout
 
     layout = Layout(settings.resolved_root())
     for role, folder in (("body", layout.body_dir), ("source", layout.corpus_dir), ("target", layout.target_dir)):

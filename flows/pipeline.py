@@ -16,8 +16,8 @@ from components.atomic import recover, write_json
 from components.config import Params
 from components.errors import UserError
 from components.faults import fault_point
+from components.layout import ORDER
 from components.tasks import get_task
-from flows.layout import ORDER
 from flows.lock import workspace_lock
 from flows.settings import parent_tags
 from flows.stages import STAGES, StageContext, fit_replica, make_context

@@ -143,11 +143,12 @@ def run_trial(
 ) -> dict[str, float]:
     """Stage 1 + stage 2 under ``params`` on the workspace's prepared data; validation results only.
 
-    Both stages start from :func:`flows.stages.new_embedder` and :func:`flows.stages.new_model`
-    and train with the stages' own functions, so with ``full`` (all training data, the params'
-    own fit epochs; tune's confirmation) a trial reproduces what the pipeline's align, fit and
-    evaluate report as ``val/*`` with ``params``, number for number on CPU. Without it the trial
-    runs under the per-trial budget (``tune.max_train`` samples, ``tune.fit_epochs`` epochs).
+    Both stages start from :func:`components.recipe.new_embedder` and
+    :func:`components.recipe.new_model` and train with the recipe the stages call, so with
+    ``full`` (all training data, the params' own fit epochs; tune's confirmation) a trial
+    reproduces what the pipeline's align, fit and evaluate report as ``val/*`` with ``params``,
+    number for number on CPU. Without it the trial runs under the per-trial budget
+    (``tune.max_train`` samples, ``tune.fit_epochs`` epochs).
 
     Args:
         report: called after each fit epoch with the value the study optimises so far.
@@ -156,40 +157,40 @@ def run_trial(
     Returns:
         ``val/<metric>`` for each metric, ``bound/*`` when the target is the bound, ``value``.
     """
+    from components import recipe
     from components.data import load_split, subsample
     from components.metrics import compute_metrics
     from components.training import AlignReference, predict_scores
-    from flows import stages
 
     if not full:
         params = _budget(params)
-    trial_ctx = replace(ctx, params=params)
-    meta = stages._meta(ctx)
+    job = replace(ctx.job, params=params)
+    meta = recipe.load_meta(ctx.layout)
     train = load_split(ctx.layout.prepared_dir / "train.npz")
     if not full:
         train = subsample(train, params.tune.max_train, np.random.default_rng(params.seed))
     val = load_split(ctx.layout.prepared_dir / "val.npz")
-    embedder, body, _, ref = stages.new_embedder(trial_ctx, meta)
+    embedder, body, _, ref = recipe.new_embedder(job, meta)
     if not full and params.source.tau != ctx.params.source.tau:  # tau is searched: stage 0 again
-        out = stages._train_source.fn(trial_ctx)
+        out = recipe.train_source(job)
         ref = AlignReference(out["cloud"], out["head"], out["labels"])
-    if stages.aligns(trial_ctx):
-        stages._align.fn(trial_ctx, embedder, body, ref, train, lambda epoch, record: None, None)
+    if recipe.aligns(params):
+        recipe.align(job, embedder, body, ref, train)
     state = {k: v.detach().cpu().clone() for k, v in embedder.state_dict().items()}
     del embedder, body
-    model = stages.new_model(trial_ctx, meta, train, val, state)
+    model = recipe.new_model(job, meta, train, val, state)
     metric = meta["metric"]
     # With the bound as target, the per-epoch report is its validation-loss term (lower is better).
     watched = f"val_{metric}" if params.tune.target == "val" else "val_loss"
-    model, _ = stages._fit.fn(
-        trial_ctx, model, train, val, meta, None, on_epoch=lambda epoch, record: report(epoch, record[watched])
+    model, _ = recipe.fit(
+        job, model, train, val, meta, None, on_epoch=lambda epoch, record: report(epoch, record[watched])
     )
     model.to(ctx.device).eval()
     scores = predict_scores(model, val.x, ctx.device, mask=val.mask)
-    std = stages._target_std(meta)
+    std = recipe.target_std(meta)
     result = {f"val/{k}": v for k, v in compute_metrics(meta["task_type"], scores, val.y, std).items()}
     if params.tune.target == "bound":
-        result.update(stages._bound_terms(trial_ctx, model, val, meta, scores))
+        result.update(recipe.bound_terms(job, model, val, meta, scores))
         result["value"] = result["bound/value"]
     else:
         result["value"] = result[f"val/{metric}"]
@@ -473,18 +474,9 @@ def tune_stage(ctx: StageContext, search: bool | None = None, storage_url: str |
     if ctx.params.use_tuned if search is None else search:
         summary = tune(ctx, storage_url)
     else:
-        from flows import figures
-
         note = "# use_tuned is false: no search ran and the pipeline uses params.yaml as it is.\n"
         write_text(ctx.layout.tuned_params, note + yaml.safe_dump({"values": {}}))
-        shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)
-        figures.epoch_curves(
-            [],
-            [],
-            ctx.layout.plot("tune") / "history.png",
-            "Optuna search",
-            empty_message="no search (use_tuned: false)",
-        )
+        shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)  # an earlier search's figures
         summary = {"searched": False}
     summary["seconds"] = time.perf_counter() - started
     write_json(ctx.layout.metrics("tune"), summary)

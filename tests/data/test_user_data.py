@@ -247,7 +247,7 @@ def small_classes_run(prefect_harness, wheel_cache, tmp_path_factory):
 @pytest.mark.slow
 def test_52_classes_of_2_samples_run_end_to_end_with_one_warning(small_classes_run):
     from components.data import UnstratifiedSplit, load_split
-    from flows.layout import Layout
+    from components.layout import Layout
 
     ws, _, _, result, caught = small_classes_run
     assert result.exit_code == 0, (result.stderr[-3000:], result.exception)
@@ -266,8 +266,8 @@ def test_a_damaged_prepared_test_split_stops_the_run_with_one_line(small_classes
     """The evaluate stage, resumed on a cut-short ``test.npz``: exit 2, one line, nothing changed."""
     from typer.testing import CliRunner
 
+    from components.layout import Layout
     from flows.cli import app
-    from flows.layout import Layout
 
     ws, args, env, result, _ = small_classes_run
     assert result.exit_code == 0

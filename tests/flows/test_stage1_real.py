@@ -41,16 +41,16 @@ def test_the_pipeline_align_stage_lowers_fa_and_fld(tiny_run):
     ],
 )
 def test_each_method_lowers_its_own_stage1_term_on_real_data(tiny_run, method, term, settings):
-    from flows import stages
+    from components import recipe
 
     _, ctx, _, _ = tiny_run
     # 30 steps, as the benchmark's paired budget runs stage 1.
     align = ctx.params.align.model_copy(update={"epochs": 6, "steps_per_epoch": 5, **settings})
     params = ctx.params.model_copy(update={"method": method, "align": align})
     run = replace(ctx, params=params)
-    meta = stages._meta(run)
+    meta = recipe.load_meta(run.layout)
     train = load_split(run.layout.prepared_dir / "train.npz")
-    embedder, body, _, ref = stages.new_embedder(run, meta)
+    embedder, body, _, ref = recipe.new_embedder(run.job, meta)
     x, groups = torch.from_numpy(train.x), torch.from_numpy(train.groups)
     need = ("otdd",) if term == "otdd" else ("fa", "fld")
     if term == "otdd":

@@ -180,7 +180,7 @@ def test_kills_at_every_fault_point_resume_to_the_uninterrupted_result(shared, r
 
 
 def test_a_second_run_on_a_busy_workspace_exits_2_naming_the_lock(shared, tmp_path):
-    from flows.layout import Layout
+    from components.layout import Layout
     from flows.lock import workspace_lock
 
     base, env = shared

@@ -22,7 +22,7 @@ RECORD_ONLY = {
     "components/atomic.py",
     "components/errors.py",
     "components/faults.py",
-    "flows/layout.py",
+    "components/layout.py",
     "flows/lineage.py",
     "flows/lock.py",
     "flows/prefect_local.py",
@@ -35,7 +35,7 @@ RECORD_ONLY = {
 # reads (defaults included), the dispatch and the device it picks.
 ENTRY = ("components/config.py", "components/device.py", "flows/params.py", "flows/pipeline.py")
 # Modules that hold every stage: what they import is followed per stage function, not wholesale.
-PER_FUNCTION = {"flows/stages.py", "flows/pipeline.py"}
+PER_FUNCTION = {"flows/stages.py", "flows/pipeline.py", "components/recipe.py"}
 STAGE_FUNCTIONS = {
     "assets": "assets",
     "prepare": "prepare",
@@ -59,19 +59,25 @@ def _module_file(module: str) -> str | None:
 
 def _imports(node: ast.AST) -> dict[str, str]:
     """Every project import under ``node``: the bound name -> the module file it comes from."""
-    out: dict[str, str] = {}
+    return {name: found for name, (found, _) in _named_imports(node).items()}
+
+
+def _named_imports(node: ast.AST) -> dict[str, tuple[str, str | None]]:
+    """Every project import under ``node``: the bound name -> (module file, the name imported
+    from it, or None when the bound name is the module itself)."""
+    out: dict[str, tuple[str, str | None]] = {}
     for n in ast.walk(node):
         if isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
             for alias in n.names:
-                sub = _module_file(f"{n.module}.{alias.name}")  # ``from flows import figures``
+                sub = _module_file(f"{n.module}.{alias.name}")  # ``from components import recipe``
                 found = sub or _module_file(n.module)
                 if found:
-                    out[alias.asname or alias.name] = found
+                    out[alias.asname or alias.name] = (found, None if sub else alias.name)
         elif isinstance(n, ast.Import):
             for alias in n.names:
                 found = _module_file(alias.name)
                 if found:
-                    out[alias.asname or alias.name.split(".")[0]] = found
+                    out[alias.asname or alias.name.split(".")[0]] = (found, None)
     return out
 
 
@@ -89,25 +95,44 @@ def _closure(files: set[str]) -> set[str]:
     return seen
 
 
+def _parsed(file: str) -> tuple[dict[str, ast.AST], dict[str, tuple[str, str | None]]]:
+    """A module's top-level functions and classes, and its module-level project imports."""
+    tree = ast.parse((ROOT / file).read_text())
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    top = {n.name: n for n in tree.body if isinstance(n, kinds)}
+    imports = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], type_ignores=[])
+    return top, _named_imports(imports)
+
+
 def _stage_modules(function: str) -> set[str]:
-    """The module files flows/stages.py's ``function`` needs: itself, then transitively."""
-    tree = ast.parse((ROOT / "flows/stages.py").read_text())
-    top = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    imported = _imports(ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]))
-    files, seen, todo = {"flows/stages.py"}, set(), [function]
+    """The module files flows/stages.py's ``function`` needs: the functions it calls in the
+    modules that hold every stage (:data:`PER_FUNCTION`: flows/stages.py, components/recipe.py),
+    followed function by function, and every other module they use, transitively."""
+    files: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    todo = [("flows/stages.py", function)]
     while todo:
-        name = todo.pop()
-        if name in seen:
+        file, name = todo.pop()
+        if (file, name) in seen:
             continue
-        seen.add(name)
-        body = top[name]
-        files |= set(_imports(body).values())
-        for n in ast.walk(body):
-            if isinstance(n, ast.Name):
-                if n.id in top:
-                    todo.append(n.id)
-                elif n.id in imported:
-                    files.add(imported[n.id])
+        seen.add((file, name))
+        files.add(file)
+        top, imported = _parsed(file)
+        node = top[name]
+        imported = {**imported, **_named_imports(node)}  # function-local imports too
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and n.id in top:
+                todo.append((file, n.id))
+            elif isinstance(n, ast.Name) and n.id in imported:
+                found, original = imported[n.id]
+                if found not in PER_FUNCTION:
+                    files.add(found)
+                elif original is not None:  # ``from components.recipe import fit``
+                    todo.append((found, original))
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in imported:
+                found, original = imported[n.value.id]
+                if found in PER_FUNCTION and original is None:  # ``recipe.fit``
+                    todo.append((found, n.attr))
     return _closure(files | set(ENTRY))
 
 
@@ -129,8 +154,8 @@ def test_dvc_yaml_lists_every_module_a_stage_runs(stage):
 
 
 def test_the_analysis_sees_the_bound_terms_of_evaluate():
-    """The guard itself: evaluate reaches components/bound.py through the helper ``_bound_terms``
-    and the registry through a function-local import; prepare reaches neither."""
+    """The guard itself: evaluate reaches components/bound.py through the recipe's
+    ``bound_terms`` and the registry through a function-local import; prepare reaches neither."""
     evaluate, prepare = _stage_modules("evaluate"), _stage_modules("prepare")
     assert {"components/bound.py", "flows/registry.py", "flows/stages.py"} <= evaluate
     assert "flows/registry.py" not in prepare and "components/bound.py" not in prepare

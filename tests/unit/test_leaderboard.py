@@ -162,7 +162,7 @@ def test_collapse_counts_per_method():
 
 
 def test_benchmark_rows_carry_the_linear_references_and_the_table_shows_them():
-    from flows.benchmark import _row, markdown, summarise
+    from flows.benchmark import markdown, result_row, summarise
 
     def result(task, method, seed, test, ridge=None):
         metric = "nrmse" if ridge is not None else "accuracy"
@@ -177,7 +177,7 @@ def test_benchmark_rows_carry_the_linear_references_and_the_table_shows_them():
         for m, errs in (("nft", (0.15, 0.25)), ("recraft", (0.1, 0.2)))
         for s, t in enumerate(errs)
     ] + [result("cls", m, s, 0.9) for m in ("nft", "recraft") for s in (0, 1)]
-    rows = [_row(r) for r in results]
+    rows = [result_row(r) for r in results]
     assert rows[0]["reference/ridge"] == 0.2 and "reference/ridge" not in rows[-1]
     summary = summarise(rows)
     assert summary["references"] == {"field": {"ridge": pytest.approx(0.25), "mean": 1.0}}
@@ -193,14 +193,14 @@ def test_benchmark_rows_carry_the_linear_references_and_the_table_shows_them():
 
 def test_the_table_keeps_three_significant_figures_of_tiny_errors():
     """A solved linear field reaches errors near 1e-7: the table shows them, not 0.000."""
-    from flows.benchmark import _row, markdown, summarise
+    from flows.benchmark import markdown, result_row, summarise
 
     results = [
         {"task": "shift", "method": m, "seed": s, "metric": "nrmse", "test/nrmse": e, "val/nrmse": e}
         for m, errs in (("nft", (2.0e-7, 2.2e-7)), ("recraft", (1.9e-7, 1.9e-7)))
         for s, e in enumerate(errs)
     ]
-    table = markdown(summarise([_row(r) for r in results]))
+    table = markdown(summarise([result_row(r) for r in results]))
     row = next(line for line in table.splitlines() if line.startswith("| shift"))
     assert "| 2.1e-07 ± 1.41e-08 (1.00) | 1.9e-07 ± 0 (0.90) |" in row, row
     paired = next(line for line in table.splitlines() if line.startswith("| shift | recraft - nft"))

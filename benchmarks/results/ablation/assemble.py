@@ -12,14 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-from flows.benchmark import _row, summarise, write_report
+from flows.benchmark import result_row, summarise, write_report
 
 
 def main(out_dir: Path, dest: Path, variants: dict[str, str]) -> None:
     rows = []
     for path in sorted(out_dir.glob("cells/*/*/metrics/evaluate.json")):
         label = path.parents[1].name
-        rows.append({**_row(json.loads(path.read_text())), "method": label})
+        rows.append({**result_row(json.loads(path.read_text())), "method": label})
     summary = summarise(rows, variants)
     write_report(summary, rows, dest)
     print((dest / "table.md").read_text())

@@ -12,14 +12,14 @@ repository root, rebuilds ``table.md`` and ``paired.json`` with the benchmark's 
 import json
 from pathlib import Path
 
-from flows.benchmark import _row, markdown, summarise
+from flows.benchmark import markdown, result_row, summarise
 
 HERE = Path(__file__).parent
 
 
 def main() -> None:
     rows = [
-        _row(json.loads(path.read_text()))
+        result_row(json.loads(path.read_text()))
         for method in ("recraft", "nft")
         for path in sorted((HERE / method).glob("*-[0-9].json"))
         if not path.name.startswith("tecator")  # the field comparison; tecator's runs are a later commit's
