@@ -41,6 +41,7 @@ from components.tasks import task_slug
 from flows.params import apply_overrides, parse_params, task_values
 from flows.pipeline import STAGE_PARAMS, make_context, pipeline
 from flows.settings import Settings
+from flows.tracking import tag_workspace_runs
 
 __all__ = ["benchmark", "check_variants", "result_row", "summarise", "write_report"]
 
@@ -72,23 +73,6 @@ def _cell_params(base: dict, task: str, method: str, seed: int, variant: tuple[s
         raw = apply_overrides(raw, overrides)
     raw["method"] = method
     return parse_params(raw, source=f"benchmark cell {task}/{method}/{seed}")
-
-
-def _close_runs(settings: Settings, root: Path, tags: dict[str, str]) -> None:
-    """Tag the pipeline runs of workspace ``root``, and close them if a shared stage left them open."""
-    import mlflow
-
-    client = mlflow.MlflowClient(settings.resolved_tracking_uri())
-    exp = client.get_experiment_by_name(settings.experiment)
-    found = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`recraft.pipeline` = 'true' and tags.`recraft.workspace` = '{root.resolve()}'",
-    )
-    for run in found:
-        for k, v in tags.items():
-            client.set_tag(run.info.run_id, k, v)
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "FINISHED")
 
 
 @flow(name="benchmark")
@@ -139,9 +123,9 @@ def benchmark(
             params = _cell_params(base, task, seed_methods[0], seed, variants.get(seed_methods[0]))
             if not (stage0 / "models/source").exists():  # the first task of this seed runs stage 0
                 pipeline(make_context(params, settings, stage0), stop="source")
-                _close_runs(settings, stage0, {"recraft.benchmark": name})
+                tag_workspace_runs(settings, stage0, {"recraft.benchmark": name})
             pipeline(make_context(params, settings, data_root), stop="prepare")
-            _close_runs(settings, data_root, {"recraft.benchmark": name})
+            tag_workspace_runs(settings, data_root, {"recraft.benchmark": name})
             for method in seed_methods:
                 root = out_dir / "cells" / f"{task_slug(task)}-seed{seed}" / method
                 params = _cell_params(base, task, method, seed, variants.get(method))
@@ -153,7 +137,7 @@ def benchmark(
                 tags = {"recraft.benchmark": name}
                 if method in variants:
                     tags["recraft.variant"] = method
-                _close_runs(settings, root, tags)
+                tag_workspace_runs(settings, root, tags)
                 rows.append({**result_row(result), "method": method})
     summary = summarise(rows, {label: m for label, (m, _) in variants.items()})
     write_report(summary, rows, out_dir)

@@ -150,11 +150,11 @@ def _tracking(settings: Settings) -> tuple[str, str]:
         if os.access(_existing_parent(store), os.W_OK):
             return "ok", f"{uri} (not created yet: the first run creates it; from {settings.source('tracking_uri')})"
         return "fail", f"{uri}: {store.parent} cannot be created or written"
-    import mlflow
+    from flows.tracking import count_experiments
 
     with _one_short_try():
-        experiments = mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=100)
-    return "ok", f"{uri} ({len(experiments)} experiment(s); from {settings.source('tracking_uri')})"
+        n = count_experiments(uri)
+    return "ok", f"{uri} ({n} experiment(s); from {settings.source('tracking_uri')})"
 
 
 def _registry(settings: Settings) -> Check:

@@ -85,23 +85,13 @@ def resolve_model(spec: str, settings: Settings, scratch: Path) -> Path:
     if path.exists() or not (spec.startswith(("models:/", "runs:/")) or _ALIAS.match(spec)):
         return _local_model_dir(path, spec)
     uri = spec if ":/" in spec else f"models:/{spec}"
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
     tracking = settings.resolved_tracking_uri()
     store = sqlite_file(tracking)
     if store is not None and not store.is_file():  # opening it would create it
         raise UserError(f"no MLflow tracking store at {tracking}", hint="run the pipeline, or set RECRAFT_TRACKING_URI")
-    from flows.tracking import use_tracking_uri
+    from flows.tracking import download_model
 
-    use_tracking_uri(tracking)  # models:/ URIs resolve through the registry of this store
-    try:
-        local = Path(download_artifacts(artifact_uri=uri, dst_path=str(scratch)))
-    except MlflowException as exc:
-        raise UserError(
-            f"cannot load model {spec!r} from {tracking}: {exc.message.splitlines()[0][:200]}",
-            hint=_registry_hint(),
-        ) from exc
+    local = download_model(spec, uri, tracking, scratch)
     return _local_model_dir(local, spec)
 
 
@@ -110,9 +100,9 @@ def _local_model_dir(path: Path, spec: str) -> Path:
     if (path / "config.json").is_file():
         return path
     if (path / "MLmodel").is_file():
-        from mlflow.models import Model
+        from flows.tracking import pyfunc_artifacts
 
-        artifacts = Model.load(str(path / "MLmodel")).flavors.get("python_function", {}).get("artifacts", {})
+        artifacts = pyfunc_artifacts(path / "MLmodel")
         if "model" in artifacts and (path / artifacts["model"]["path"] / "config.json").is_file():
             return path / artifacts["model"]["path"]
         raise UserError(f"{spec!r} is an MLflow model but not a recraft model (no 'model' artifact)")
@@ -120,19 +110,6 @@ def _local_model_dir(path: Path, spec: str) -> Path:
         f"--model {spec!r} is neither a model directory nor a model in the registry",
         hint="use NAME@ALIAS (e.g. recraft-dna@champion), runs:/RUN_ID/model, or a models/model directory",
     )
-
-
-def _registry_hint() -> str:
-    """The registered models and their aliases, to pick from (best effort: the store may be down)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        models = mlflow.MlflowClient().search_registered_models(max_results=20)
-    except MlflowException:
-        return "check RECRAFT_TRACKING_URI"
-    names = [f"{m.name}@{a}" for m in models for a in sorted(m.aliases)] or [m.name for m in models]
-    return f"registered: {', '.join(names)}" if names else "the registry is empty: run the pipeline first"
 
 
 def _check_targets(y: np.ndarray, scores: np.ndarray, task_type: str, where: str) -> None:

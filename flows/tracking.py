@@ -20,7 +20,18 @@ from typing import Any
 from components.errors import UserError
 from flows.settings import Settings, redact, sqlite_file
 
-__all__ = ["Tracker", "ClientRun", "model_lineage", "runtime_tags", "use_tracking_uri"]
+__all__ = [
+    "Tracker",
+    "ClientRun",
+    "count_experiments",
+    "download_model",
+    "model_lineage",
+    "pyfunc_artifacts",
+    "registered_names",
+    "runtime_tags",
+    "tag_workspace_runs",
+    "use_tracking_uri",
+]
 
 #: Seconds between system-metric samples on the align and fit stage runs (MLflow's default, 10 s,
 #: leaves a short CPU fit one sample or none).
@@ -375,3 +386,73 @@ def _uri(source: str) -> str:
         return json.loads(source).get("uri", source)
     except (ValueError, AttributeError):
         return source
+
+
+def tag_workspace_runs(settings: Settings, root: Path, tags: dict[str, str]) -> None:
+    """Tag the pipeline runs of workspace ``root``, and close them if a shared stage left them open."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri())
+    exp = client.get_experiment_by_name(settings.experiment)
+    found = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`recraft.pipeline` = 'true' and tags.`recraft.workspace` = '{root.resolve()}'",
+    )
+    for run in found:
+        for k, v in tags.items():
+            client.set_tag(run.info.run_id, k, v)
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def count_experiments(uri: str) -> int:
+    """How many experiments the tracking store at ``uri`` holds (up to 100): a reachability check."""
+    import mlflow
+
+    return len(mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=100))
+
+
+def download_model(spec: str, uri: str, tracking: str, scratch: Path) -> Path:
+    """The artifacts of a ``models:/`` or ``runs:/`` URI (the user's ``spec``), resolved through
+    the store at ``tracking``, downloaded under ``scratch``.
+
+    Raises:
+        UserError: MLflow cannot resolve or fetch it (the message names the URI and the store).
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    use_tracking_uri(tracking)  # models:/ URIs resolve through the registry of this store
+    try:
+        return Path(download_artifacts(artifact_uri=uri, dst_path=str(scratch)))
+    except MlflowException as exc:
+        raise UserError(
+            f"cannot load model {spec!r} from {tracking}: {exc.message.splitlines()[0][:200]}",
+            hint=_registry_hint(),
+        ) from exc
+
+
+def registered_names() -> list[str]:
+    """``NAME@ALIAS`` of every registered model (or just the names when none has an alias)."""
+    import mlflow
+
+    models = mlflow.MlflowClient().search_registered_models(max_results=20)
+    return [f"{m.name}@{a}" for m in models for a in sorted(m.aliases)] or [m.name for m in models]
+
+
+def _registry_hint() -> str:
+    """The registered models and their aliases, to pick from (best effort: the store may be down)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        names = registered_names()
+    except MlflowException:
+        return "check RECRAFT_TRACKING_URI"
+    return f"registered: {', '.join(names)}" if names else "the registry is empty: run the pipeline first"
+
+
+def pyfunc_artifacts(mlmodel: Path) -> dict:
+    """The python_function flavour's artifacts of an MLflow model (its ``MLmodel`` file)."""
+    from mlflow.models import Model
+
+    return Model.load(str(mlmodel)).flavors.get("python_function", {}).get("artifacts", {})

@@ -47,3 +47,16 @@ def test_project_modules_import_without_cycles():
         if f not in state:
             visit(f, [f])
     assert len(graph) >= 30
+
+
+# The tracking adapter: the run records (tracking.py), the model registry (registry.py) and the
+# pyfunc MLflow loads (mlflow_model.py). Every other module goes through them.
+TRACKING = {"flows/tracking.py", "flows/registry.py", "flows/mlflow_model.py"}
+
+
+def test_only_the_tracking_modules_call_mlflow():
+    from tests.unit.test_dvc_deps import ROOT
+
+    files = [p for pkg in ("components", "flows", "benchmarks") for p in sorted((ROOT / pkg).rglob("*.py"))]
+    callers = {p.relative_to(ROOT).as_posix() for p in files if "mlflow" in _imported_roots(p)}
+    assert callers == TRACKING, sorted(callers ^ TRACKING)
