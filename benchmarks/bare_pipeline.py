@@ -24,6 +24,7 @@ from components import assets as assets_lib
 from components import recipe
 from components.bodies import resolve_body
 from components.config import Params
+from components.data import PreparedMeta
 from components.layout import Layout
 from components.metrics import compute_metrics
 from components.tasks import get_task
@@ -44,9 +45,9 @@ def _extract(name: str, cache: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _scores(model, split, meta: dict, name: str) -> dict[str, float]:
+def _scores(model, split, meta: PreparedMeta, name: str) -> dict[str, float]:
     scores = predict_scores(model, split.x, DEVICE, mask=split.mask)
-    metrics = compute_metrics(meta["task_type"], scores, split.y, recipe.target_std(meta))
+    metrics = compute_metrics(meta.task_type, scores, split.y, recipe.target_std(meta))
     return {f"{name}/{k}": v for k, v in metrics.items()}
 
 
@@ -93,7 +94,7 @@ def run(p: Params, workdir: Path, cache: Path) -> dict:
     val_scores = predict_scores(model, val.x, DEVICE, mask=val.mask)
     result |= recipe.bound_terms(job, model, val, meta, val_scores)
     lap("evaluate")
-    return {"seconds": seconds, "metric": meta["metric"], **result}
+    return {"seconds": seconds, "metric": meta.metric, **result}
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ pseudo-labels of the targets otherwise).
 
 from __future__ import annotations
 
+import json
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ __all__ = [
     "TASK_TYPES",
     "CLASSIFICATION",
     "Split",
+    "PreparedMeta",
     "validate_arrays",
     "infer_task_type",
     "train_val_split",
@@ -295,6 +297,48 @@ def with_groups(split: Split, groups: np.ndarray) -> Split:
     return replace(split, groups=groups.astype(np.int64))
 
 
-def write_meta(path: str | Path, meta: dict) -> None:
+@dataclass(frozen=True)
+class PreparedMeta:
+    """The prepare stage's ``meta.json``: what every later stage knows about the prepared task."""
+
+    task: str
+    task_type: str
+    metric: str
+    higher_is_better: bool
+    source: str
+    class_names: list[str]  # classification only; [] otherwise
+    n_classes: int  # 0 for real-valued targets
+    n_out: int  # the head's outputs
+    input_shape: list[int]  # one sample's, without the batch axis
+    target_shape: list[int]
+    masked: bool  # variable-length sequences, right-padded, with a mask
+    sizes: dict[str, int]  # samples per split
+    group_counts: dict[str, list[int]]  # FLD groups (classes or pseudo-labels) per split; not test
+    target_stats: dict | None  # regression: the training targets' mean and std per output
+    normalisation: dict  # the input normalisation fitted on the training inputs
+    difference_stds: list[float] | None  # sequences: spreads of the input and its differences
+    augment_rc: bool  # the task supports reverse-complement augmentation (DNA)
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def read(cls, path: str | Path) -> PreparedMeta:
+        """Read ``meta.json``; a missing or malformed file or key is a :class:`DataError` naming it."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} is missing or not JSON ({exc})", hint="run the prepare stage again") from exc
+        if not isinstance(raw, dict):
+            raise DataError(f"{path} is not a JSON object", hint="run the prepare stage again")
+        raw.setdefault("difference_stds", None)  # written by prepare since model.derivatives exists
+        missing = [f.name for f in fields(cls) if f.name not in raw]
+        if missing:
+            raise DataError(f"{path} lacks {', '.join(missing)}", hint="run the prepare stage again")
+        return cls(**{f.name: raw[f.name] for f in fields(cls)})
+
+
+def write_meta(path: str | Path, meta: PreparedMeta) -> None:
     """Write the prepared data's metadata (task type, shapes, classes, normalisation)."""
-    write_json(path, meta)
+    write_json(path, meta.to_json())

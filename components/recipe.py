@@ -24,7 +24,7 @@ from components.atomic import write_json
 from components.bodies import load_body, load_tokenizer, masked_mean, resolve_body
 from components.checkpoints import TrainingCheckpoint, load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from components.config import Params
-from components.data import CLASSIFICATION, Split
+from components.data import CLASSIFICATION, PreparedMeta, Split
 from components.errors import UserError
 from components.layout import Layout
 from components.methods import get_method
@@ -88,7 +88,7 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------- prepare
 
 
-def prepare(params: Params, target_dir: Path) -> tuple[dict[str, Split], dict]:
+def prepare(params: Params, target_dir: Path) -> tuple[dict[str, Split], PreparedMeta]:
     """The task's train/val/test splits from its extracted files, and their meta.
 
     Validation is carved from training data with the run seed, stratified by class; a missing
@@ -108,37 +108,37 @@ def prepare(params: Params, target_dir: Path) -> tuple[dict[str, Split], dict]:
     class_names = list(raw.class_names) or [str(i) for i in range(n_classes)]
     target_shape = list(train.y.shape[1:])
     y_flat = train.y.reshape(len(train), -1).astype(np.float64)
-    meta = {
-        "task": params.task,
-        "task_type": task_type,
-        "metric": spec.metric,
-        "higher_is_better": HIGHER_IS_BETTER[spec.metric],
-        "source": spec.source,
-        "class_names": class_names if classify else [],
-        "n_classes": n_classes,
-        "n_out": head_outputs(task_type, target_shape, n_classes),
-        "input_shape": list(train.x.shape[1:]),
-        "target_shape": target_shape,
-        "masked": train.mask is not None,
-        "sizes": {n: len(s) for n, s in splits.items()},
-        "group_counts": {
+    meta = PreparedMeta(
+        task=params.task,
+        task_type=task_type,
+        metric=spec.metric,
+        higher_is_better=HIGHER_IS_BETTER[spec.metric],
+        source=spec.source,
+        class_names=class_names if classify else [],
+        n_classes=n_classes,
+        n_out=head_outputs(task_type, target_shape, n_classes),
+        input_shape=list(train.x.shape[1:]),
+        target_shape=target_shape,
+        masked=train.mask is not None,
+        sizes={n: len(s) for n, s in splits.items()},
+        group_counts={
             n: np.bincount(s.groups, minlength=max(n_classes, cfg.n_pseudo_labels)).tolist()
             for n, s in splits.items()
             if n != "test"  # test labels stay unread until evaluation
         },
-        "target_stats": {"mean": y_flat.mean(0).tolist(), "std": np.maximum(y_flat.std(0), 1e-6).tolist()}
+        target_stats={"mean": y_flat.mean(0).tolist(), "std": np.maximum(y_flat.std(0), 1e-6).tolist()}
         if task_type == "regression"
         else None,
-        "normalisation": {"applied": spec.normalise, **stats},
+        normalisation={"applied": spec.normalise, **stats},
         # Spreads of the inputs and their differences (sequences): model.derivatives scales by them.
-        "difference_stds": difference_stds(train.x[:2000]) if train.x.ndim == 3 else None,
-        "augment_rc": spec.augment_rc,
-    }
+        difference_stds=difference_stds(train.x[:2000]) if train.x.ndim == 3 else None,
+        augment_rc=spec.augment_rc,
+    )
     return splits, meta
 
 
-def load_meta(layout: Layout) -> dict:
-    return json.loads((layout.prepared_dir / "meta.json").read_text())
+def load_meta(layout: Layout) -> PreparedMeta:
+    return PreparedMeta.read(layout.prepared_dir / "meta.json")
 
 
 # ---------------------------------------------------------------- source (stage 0)
@@ -238,26 +238,26 @@ def load_reference(layout: Layout) -> AlignReference:
 # ---------------------------------------------------------------- align (stage 1)
 
 
-def embedder_config(params: Params, meta: dict, d: int, meta_path: Path | None = None) -> dict:
+def embedder_config(params: Params, meta: PreparedMeta, d: int, meta_path: Path | None = None) -> dict:
     """``phi``'s config for the prepared task (``meta``) and a body of width ``d``."""
     m = params.model
     scales = None
     if m.derivatives:
-        if len(meta["input_shape"]) != 2:
+        if len(meta.input_shape) != 2:
             raise UserError(
                 f"model.derivatives={m.derivatives}: differences apply to sequences; task "
-                f"{params.task!r} has inputs of shape {meta['input_shape']}",
+                f"{params.task!r} has inputs of shape {meta.input_shape}",
                 hint="set model.derivatives: 0 for this task",
             )
-        if not meta.get("difference_stds"):
+        if not meta.difference_stds:
             raise UserError(
                 f"{meta_path or 'meta.json'} has no difference_stds (prepared by an older version)",
                 hint="re-run the prepare stage",
             )
-        scales = meta["difference_stds"][: m.derivatives + 1]
+        scales = meta.difference_stds[: m.derivatives + 1]
     return {
         "kind": "target_embedder",
-        "input_shape": meta["input_shape"],
+        "input_shape": meta.input_shape,
         "d": d,
         "max_tokens": m.max_tokens,
         "overlap": m.overlap,
@@ -270,7 +270,7 @@ def embedder_config(params: Params, meta: dict, d: int, meta_path: Path | None =
     }
 
 
-def new_embedder(job: Job, meta: dict) -> tuple:
+def new_embedder(job: Job, meta: PreparedMeta) -> tuple:
     """Stage 1's starting point, seeded: a fresh ``phi``, the body, ``phi``'s config and the
     stage-0 reference (whose head, built here, also draws from the global generator)."""
     seed_everything(job.params.seed)
@@ -331,37 +331,37 @@ def align(
 # ---------------------------------------------------------------- fit (stage 2)
 
 
-def linear_skip(params: Params, meta: dict) -> bool:
+def linear_skip(params: Params, meta: PreparedMeta) -> bool:
     """Whether the model adds a ridge map (``model.linear_skip``, real-valued targets only)."""
-    return params.model.linear_skip and meta["task_type"] in REFERENCE_TASK_TYPES
+    return params.model.linear_skip and meta.task_type in REFERENCE_TASK_TYPES
 
 
-def model_config(params: Params, meta: dict, d: int) -> dict:
+def model_config(params: Params, meta: PreparedMeta, d: int) -> dict:
     return {
         "kind": "cross_modal_model",
         "task": params.task,
-        "task_type": meta["task_type"],
-        "n_out": meta["n_out"],
-        "target_shape": meta["target_shape"],
-        "masked": meta["masked"],
+        "task_type": meta.task_type,
+        "n_out": meta.n_out,
+        "target_shape": meta.target_shape,
+        "masked": meta.masked,
         "embedder": embedder_config(params, meta, d),
         "n_layers": params.model.n_layers,
         "linear_skip": linear_skip(params, meta),
     }
 
 
-def _assemble(embedder, net, meta: dict, skip: bool = False) -> CrossModalModel:
+def _assemble(embedder, net, meta: PreparedMeta, skip: bool = False) -> CrossModalModel:
     """``phi + g`` with a fresh head for the prepared task, holding its regression target stats."""
-    model = CrossModalModel(
-        embedder, net, meta["n_out"], meta["task_type"], tuple(meta["target_shape"]), linear_skip=skip
-    )
-    if meta["target_stats"] is not None:
-        model.target_mean.copy_(torch.tensor(meta["target_stats"]["mean"]))
-        model.target_std.copy_(torch.tensor(meta["target_stats"]["std"]))
+    model = CrossModalModel(embedder, net, meta.n_out, meta.task_type, tuple(meta.target_shape), linear_skip=skip)
+    if meta.target_stats is not None:
+        model.target_mean.copy_(torch.tensor(meta.target_stats["mean"]))
+        model.target_std.copy_(torch.tensor(meta.target_stats["std"]))
     return model
 
 
-def build_model(job: Job, meta: dict, embedder_state: dict | None = None, skip: bool | None = None) -> CrossModalModel:
+def build_model(
+    job: Job, meta: PreparedMeta, embedder_state: dict | None = None, skip: bool | None = None
+) -> CrossModalModel:
     """The stage-2 model: ``phi`` from the align stage (or ``embedder_state``), the body
     (pre-trained unless the method is ``scratch``), a fresh head; a linear skip as the params
     say, or as ``skip`` says (a saved model's own config)."""
@@ -376,7 +376,9 @@ def build_model(job: Job, meta: dict, embedder_state: dict | None = None, skip: 
     return _assemble(embedder, net, meta, linear_skip(params, meta) if skip is None else skip)
 
 
-def new_model(job: Job, meta: dict, train: Split, val: Split, embedder_state: dict | None = None) -> CrossModalModel:
+def new_model(
+    job: Job, meta: PreparedMeta, train: Split, val: Split, embedder_state: dict | None = None
+) -> CrossModalModel:
     """Stage 2's starting point, seeded (the fit stage, its replicas and tune's trials).
 
     With a linear skip, the ridge map of ``train`` (penalty chosen on ``val``) is fitted here:
@@ -385,13 +387,13 @@ def new_model(job: Job, meta: dict, train: Split, val: Split, embedder_state: di
     seed_everything(job.params.seed)
     model = build_model(job, meta, embedder_state)
     if model.skip is not None:
-        model.skip.set_map(
-            fit_ridge(train.x, train.y, val.x, val.y, meta["task_type"], meta["metric"], train.mask, val.mask)
-        )
+        model.skip.set_map(fit_ridge(train.x, train.y, val.x, val.y, meta.task_type, meta.metric, train.mask, val.mask))
     return model
 
 
-def fit(job: Job, model, train: Split, val: Split, meta: dict, checkpoint: TrainingCheckpoint | None, **callbacks):
+def fit(
+    job: Job, model, train: Split, val: Split, meta: PreparedMeta, checkpoint: TrainingCheckpoint | None, **callbacks
+):
     """Stage 2: fine-tune ``phi + g + h_t`` with early stopping on validation data (every rank
     of a data-parallel fit alike); the best model and the per-epoch history."""
     params = job.params
@@ -400,10 +402,10 @@ def fit(job: Job, model, train: Split, val: Split, meta: dict, checkpoint: Train
         train,
         val,
         params.fit,
-        meta["metric"],
+        meta.metric,
         params.seed,
         job.device,
-        augment_rc=params.fit.augment_rc and meta["augment_rc"],
+        augment_rc=params.fit.augment_rc and meta.augment_rc,
         checkpoint=checkpoint,
         checkpoint_every=job.checkpoint_every,
         log_every=job.log_every,
@@ -414,11 +416,13 @@ def fit(job: Job, model, train: Split, val: Split, meta: dict, checkpoint: Train
 # ---------------------------------------------------------------- evaluate
 
 
-def target_std(meta: dict) -> np.ndarray | None:
-    return None if meta["target_stats"] is None else np.asarray(meta["target_stats"]["std"])
+def target_std(meta: PreparedMeta) -> np.ndarray | None:
+    return None if meta.target_stats is None else np.asarray(meta.target_stats["std"])
 
 
-def bound_terms(job: Job, model: CrossModalModel, val: Split, meta: dict, val_scores: np.ndarray) -> dict[str, float]:
+def bound_terms(
+    job: Job, model: CrossModalModel, val: Split, meta: PreparedMeta, val_scores: np.ndarray
+) -> dict[str, float]:
     """The bound's terms of the fine-tuned model on validation data (:func:`components.bound.bound_terms`)."""
     device = job.device
     ref = load_reference(job.layout)
@@ -433,6 +437,6 @@ def bound_terms(job: Job, model: CrossModalModel, val: Split, meta: dict, val_sc
         torch.from_numpy(val.groups).to(device),
         mask,
         job.params.align,
-        compute_metrics(meta["task_type"], val_scores, val.y, target_std(meta))["loss"],
+        compute_metrics(meta.task_type, val_scores, val.y, target_std(meta))["loss"],
         source_summary["lipschitz"],
     )

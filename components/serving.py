@@ -10,7 +10,7 @@ import torch
 
 from components.bodies import load_body
 from components.checkpoints import load_checkpoint
-from components.data import apply_normalisation
+from components.data import PreparedMeta, apply_normalisation
 from components.errors import CheckpointError, DataError
 from components.model import CrossModalModel, build_embedder
 
@@ -83,7 +83,7 @@ def predict_array(
     return torch.cat(out).numpy()
 
 
-def serving_files(meta: dict) -> dict[str, dict]:
+def serving_files(meta: PreparedMeta) -> dict[str, dict]:
     """The model directory's :data:`SERVING_FILE`, from the prepare stage's ``meta.json``.
 
     It holds the input normalisation prepare applied (channel mean and std fitted on the training
@@ -92,7 +92,7 @@ def serving_files(meta: dict) -> dict[str, dict]:
     Pass it to ``save_checkpoint(..., extra_json=...)``.
     """
     keys = ("normalisation", "metric", "class_names", "target_stats")
-    return {SERVING_FILE: {k: meta[k] for k in keys}}
+    return {SERVING_FILE: {k: getattr(meta, k) for k in keys}}
 
 
 def read_serving(directory: str | Path) -> dict:

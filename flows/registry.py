@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.data import PreparedMeta
+
 __all__ = ["log_and_register", "CHAMPION"]
 
 CHAMPION = "champion"
@@ -18,7 +20,7 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("torch", "transformers", "safetensors", "numpy", "mlflow")]
 
 
-def _signature(meta: dict):
+def _signature(meta: PreparedMeta):
     """Raw float32 inputs (N, C, L) or (N, C, H, W), the length free for masked (padded) tasks;
     the outputs of :class:`components.serving.RawInputModel` for the task type."""
     from mlflow.models import ModelSignature, infer_signature
@@ -26,19 +28,19 @@ def _signature(meta: dict):
 
     from components.serving import labelled_outputs
 
-    task_type, n = meta["task_type"], 1
-    scores_shape = [meta["n_out"]] if task_type not in ("regression", "field") else meta["target_shape"]
+    task_type, n = meta.task_type, 1
+    scores_shape = [meta.n_out] if task_type not in ("regression", "field") else meta.target_shape
     if task_type == "field":
-        scores_shape = [meta["target_shape"][0], *meta["input_shape"][1:]]
-    outputs = labelled_outputs(task_type, np.zeros((n, *scores_shape), dtype=np.float32), meta["class_names"] or [])
-    inferred = infer_signature(np.zeros((n, *meta["input_shape"]), dtype=np.float32), outputs)
-    if not meta["masked"]:
+        scores_shape = [meta.target_shape[0], *meta.input_shape[1:]]
+    outputs = labelled_outputs(task_type, np.zeros((n, *scores_shape), dtype=np.float32), meta.class_names or [])
+    inferred = infer_signature(np.zeros((n, *meta.input_shape), dtype=np.float32), outputs)
+    if not meta.masked:
         return inferred
-    shape = (-1, meta["input_shape"][0], -1)  # shorter sequences are right-padded by the model
+    shape = (-1, meta.input_shape[0], -1)  # shorter sequences are right-padded by the model
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), shape)]), outputs=inferred.outputs)
 
 
-def log_and_register(ctx, result: dict, meta: dict, lineage: dict[str, str] | None = None) -> str:
+def log_and_register(ctx, result: dict, meta: PreparedMeta, lineage: dict[str, str] | None = None) -> str:
     """Log the model in the active run, register a version, and move ``@champion`` if it is better.
 
     The version carries ``lineage`` (:func:`flows.lineage.lineage_tags`: the code's commit, the
@@ -61,8 +63,8 @@ def log_and_register(ctx, result: dict, meta: dict, lineage: dict[str, str] | No
         signature=signature,
         pip_requirements=_requirements(),
     )
-    metric = meta["metric"]
-    sign = 1.0 if meta["higher_is_better"] else -1.0
+    metric = meta.metric
+    sign = 1.0 if meta.higher_is_better else -1.0
     score = float(result[f"val/{metric}"])
     mv = mlflow.register_model(info.model_uri, name)
     client = mlflow.MlflowClient()

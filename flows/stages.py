@@ -31,6 +31,7 @@ from components.checkpoints import (
 from components.config import Params
 from components.data import (
     CLASSIFICATION,
+    PreparedMeta,
     Split,
     load_split,
     save_split,
@@ -211,10 +212,10 @@ def prepare(ctx: StageContext) -> dict[str, float]:
             save_split(tmp / f"{name}.npz", split)
         write_meta(tmp / "meta.json", meta)
     seconds = time.perf_counter() - started
-    write_json(ctx.layout.metrics("prepare"), {"seconds": seconds, **{f"n_{k}": v for k, v in meta["sizes"].items()}})
+    write_json(ctx.layout.metrics("prepare"), {"seconds": seconds, **{f"n_{k}": v for k, v in meta.sizes.items()}})
     with ctx.tracker().stage("prepare", flatten(ctx.params), ctx.tags) as run:
-        run.metrics({f"data/n_{k}": v for k, v in meta["sizes"].items()} | {"seconds/prepare": seconds})
-        run.tags({"task_type": meta["task_type"]})
+        run.metrics({f"data/n_{k}": v for k, v in meta.sizes.items()} | {"seconds/prepare": seconds})
+        run.tags({"task_type": meta.task_type})
         run.artifact(out / "meta.json")
     return {"seconds": seconds}
 
@@ -271,7 +272,7 @@ def align(ctx: StageContext) -> dict[str, float]:
         summary["seconds"] = time.perf_counter() - started
         write_json(ctx.layout.metrics("align"), summary)
         write_curve(ctx.layout.plot("align.csv"), history)
-        kind = "class" if meta["task_type"] in CLASSIFICATION else "pseudo-label"
+        kind = "class" if meta.task_type in CLASSIFICATION else "pseudo-label"
         n = len(before)
         from flows import figures  # matplotlib loads in the stages that draw
 
@@ -280,7 +281,7 @@ def align(ctx: StageContext) -> dict[str, float]:
             before,
             recipe.pooled_embeddings(embedder.cpu(), train),
             train.groups[:n],
-            meta["class_names"] or None,
+            meta.class_names or None,
             ctx.layout.plot("alignment.png"),
             label_kind=kind,
         )
@@ -296,7 +297,7 @@ def align(ctx: StageContext) -> dict[str, float]:
 
 
 @task(name="fit-model", tags=["gpu"], cache_policy=NO_CACHE)
-def _fit(ctx: StageContext, model, train: Split, val: Split, meta: dict, checkpoint, **callbacks):
+def _fit(ctx: StageContext, model, train: Split, val: Split, meta: PreparedMeta, checkpoint, **callbacks):
     steps, epochs = fit_steps(len(train), ctx.params.fit)
     with step_progress("fit", steps * epochs) as on_step:
         return recipe.fit(ctx.job, model, train, val, meta, checkpoint, on_step=on_step, **callbacks)
@@ -338,7 +339,7 @@ def fit(ctx: StageContext) -> dict[str, float]:
         write_json(ctx.layout.metrics("fit"), summary)
         write_curve(ctx.layout.plot("fit.csv"), history)
         write_curve(ctx.layout.plot("fit_steps.csv"), steps, index="step")
-        keys = ["train_loss", "val_loss", f"val_{meta['metric']}"]
+        keys = ["train_loss", "val_loss", f"val_{meta.metric}"]
         from flows import figures  # matplotlib loads in the stages that draw
 
         # Training loss per logged window, validation per epoch, both against the optimiser step.
@@ -374,7 +375,7 @@ def fit_replica(ctx: StageContext) -> None:
 # ---------------------------------------------------------------- evaluate
 
 
-def _evaluation_figures(ctx: StageContext, meta: dict, result: dict, test: Split, scores: np.ndarray) -> list:
+def _evaluation_figures(ctx: StageContext, meta: PreparedMeta, result: dict, test: Split, scores: np.ndarray) -> list:
     """Confusion matrix (classification) or true vs predicted fields, and the bound report."""
     from components.metrics import confusion_matrix
     from flows import figures  # matplotlib loads in the stages that draw
@@ -382,15 +383,15 @@ def _evaluation_figures(ctx: StageContext, meta: dict, result: dict, test: Split
     out = ctx.layout.plot("evaluate")
     shutil.rmtree(out, ignore_errors=True)  # which figures exist depends on the task type
     paths = []
-    if meta["task_type"] in CLASSIFICATION:
-        counts = confusion_matrix(scores, test.y, meta["n_classes"])
-        paths.append(figures.confusion_matrix(counts, meta["class_names"], out / "confusion.png"))
-    elif meta["task_type"] == "field":
+    if meta.task_type in CLASSIFICATION:
+        counts = confusion_matrix(scores, test.y, meta.n_classes)
+        paths.append(figures.confusion_matrix(counts, meta.class_names, out / "confusion.png"))
+    elif meta.task_type == "field":
         paths.append(figures.field_predictions(test.x, test.y, scores, out / "fields.png"))
-    metric = meta["metric"]
+    metric = meta.metric
     error = result[f"test/{metric}"]
     row = {k: v for k, v in result.items() if k.startswith("bound/")}
-    row["test_error"] = 1.0 - error if meta["higher_is_better"] else error
+    row["test_error"] = 1.0 - error if meta.higher_is_better else error
     paths.append(figures.bound_report([row], out / "bound.png"))
     return paths
 
@@ -416,16 +417,16 @@ def evaluate(ctx: StageContext) -> dict:
         "task": ctx.params.task,
         "method": ctx.params.method,
         "seed": ctx.params.seed,
-        "task_type": meta["task_type"],
-        "metric": meta["metric"],
+        "task_type": meta.task_type,
+        "metric": meta.metric,
     }
     std = recipe.target_std(meta)
-    result.update({f"val/{k}": v for k, v in compute_metrics(meta["task_type"], val_scores, val.y, std).items()})
-    result.update({f"test/{k}": v for k, v in compute_metrics(meta["task_type"], test_scores, test.y, std).items()})
-    result["test/collapsed"] = float(is_collapsed(meta["task_type"], test_scores))
+    result.update({f"val/{k}": v for k, v in compute_metrics(meta.task_type, val_scores, val.y, std).items()})
+    result.update({f"test/{k}": v for k, v in compute_metrics(meta.task_type, test_scores, test.y, std).items()})
+    result["test/collapsed"] = float(is_collapsed(meta.task_type, test_scores))
     # The linear references on the same splits (fields and regression): what ours must beat.
     train = load_split(ctx.layout.prepared_dir / "train.npz")
-    result.update(references(meta["task_type"], meta["metric"], train, val, test, std))
+    result.update(references(meta.task_type, meta.metric, train, val, test, std))
     result.update(recipe.bound_terms(ctx.job, model, val, meta, val_scores))
     seconds = {}
     for stage in ("assets", "prepare", "source", "tune", "align", "fit"):

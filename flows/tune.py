@@ -179,7 +179,7 @@ def run_trial(
     state = {k: v.detach().cpu().clone() for k, v in embedder.state_dict().items()}
     del embedder, body
     model = recipe.new_model(job, meta, train, val, state)
-    metric = meta["metric"]
+    metric = meta.metric
     # With the bound as target, the per-epoch report is its validation-loss term (lower is better).
     watched = f"val_{metric}" if params.tune.target == "val" else "val_loss"
     model, _ = recipe.fit(
@@ -188,7 +188,7 @@ def run_trial(
     model.to(ctx.device).eval()
     scores = predict_scores(model, val.x, ctx.device, mask=val.mask)
     std = recipe.target_std(meta)
-    result = {f"val/{k}": v for k, v in compute_metrics(meta["task_type"], scores, val.y, std).items()}
+    result = {f"val/{k}": v for k, v in compute_metrics(meta.task_type, scores, val.y, std).items()}
     if params.tune.target == "bound":
         result.update(recipe.bound_terms(job, model, val, meta, scores))
         result["value"] = result["bound/value"]
@@ -328,10 +328,12 @@ def _open_study(params: Params, storage_url: str, direction: str, worker: int = 
 
 
 def _direction(ctx: StageContext, params: Params) -> str:
-    meta = json.loads((ctx.layout.prepared_dir / "meta.json").read_text())
+    from components.recipe import load_meta
+
+    meta = load_meta(ctx.layout)
     if params.tune.target == "bound":
         return "minimize"
-    return "maximize" if meta["higher_is_better"] else "minimize"
+    return "maximize" if meta.higher_is_better else "minimize"
 
 
 def _worker(params_json: str, settings_json: str, root: str, storage_url: str, parent_id: str, n: int, worker: int):

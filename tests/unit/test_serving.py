@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from components.data import Split
+from components.data import PreparedMeta, Split, write_meta
 from components.errors import CheckpointError, DataError
 from components.serving import SERVING_FILE, prepare_inputs, read_serving, serving_files
 from components.tasks import RawTask, TaskSpec, prepare_splits
@@ -53,14 +53,47 @@ def test_shorter_sequences_are_padded_for_masked_models_only():
     assert series.shape == (4, 1, 12) and none is None
 
 
+def _meta(**changes) -> PreparedMeta:
+    values = dict(
+        task="t",
+        task_type="binary",
+        metric="accuracy",
+        higher_is_better=True,
+        source="s",
+        class_names=["0", "1"],
+        n_classes=2,
+        n_out=1,
+        input_shape=[4, 8],
+        target_shape=[],
+        masked=False,
+        sizes={"train": 10, "val": 2, "test": 2},
+        group_counts={"train": [5, 5], "val": [1, 1]},
+        target_stats=None,
+        normalisation={"applied": False},
+        difference_stds=[1.0, 0.5],
+        augment_rc=False,
+    )
+    return PreparedMeta(**{**values, **changes})
+
+
+def test_prepared_meta_round_trips_and_names_what_is_missing(tmp_path):
+    meta = _meta()
+    write_meta(tmp_path / "meta.json", meta)
+    assert PreparedMeta.read(tmp_path / "meta.json") == meta
+    raw = meta.to_json()
+    del raw["difference_stds"], raw["metric"]  # the first is optional (older prepares), the second not
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"old.json lacks metric"):
+        PreparedMeta.read(tmp_path / "old.json")
+    raw["metric"] = "accuracy"
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert PreparedMeta.read(tmp_path / "old.json").difference_stds is None
+    with pytest.raises(DataError, match=r"nothing.json is missing or not JSON"):
+        PreparedMeta.read(tmp_path / "nothing.json")
+
+
 def test_serving_file_carries_the_normalisation_and_is_required(tmp_path):
-    meta = {
-        "normalisation": {"applied": True, "mean": [1.0], "std": [2.0]},
-        "metric": "accuracy",
-        "class_names": ["a", "b"],
-        "target_stats": None,
-        "sizes": {"train": 10},
-    }
+    meta = _meta(normalisation={"applied": True, "mean": [1.0], "std": [2.0]}, class_names=["a", "b"])
     files = serving_files(meta)
     assert list(files) == [SERVING_FILE] and "sizes" not in files[SERVING_FILE]
     with pytest.raises(CheckpointError, match="re-run the fit stage|normalisation is unknown"):
