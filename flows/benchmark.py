@@ -39,7 +39,7 @@ from components.leaderboard import (
 )
 from components.tasks import task_slug
 from flows.params import apply_overrides, parse_params, task_values
-from flows.pipeline import STAGE_PARAMS, make_context, pipeline
+from flows.pipeline import make_context, pipeline, stage_params
 from flows.settings import Settings
 from flows.tracking import tag_workspace_runs
 
@@ -150,7 +150,7 @@ def check_variants(variants: dict[str, tuple[str, list[str]]], methods: list[str
     or (given ``base``, the cells' params) whose overrides do not validate."""
     from components.methods import METHODS, get_method
 
-    shared = {key for stage in SHARED_STAGES for key in STAGE_PARAMS[stage]} | {"method", "use_tuned"}
+    shared = {key for stage in SHARED_STAGES for key in stage_params()[stage]} | {"method", "use_tuned"}
     for label, (method, overrides) in variants.items():
         if not label or not all(c.isalnum() or c in "-_" for c in label):
             raise UserError(f"variant label {label!r} is not a plain name (letters, digits, - and _)")

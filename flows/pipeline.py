@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
 from prefect import flow
 from prefect import tags as prefect_tags
 
@@ -23,7 +24,7 @@ from flows.settings import parent_tags
 from flows.stages import STAGES, StageContext, fit_replica, make_context
 from flows.tune import tune_stage
 
-__all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "stage_fingerprint"]
+__all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "stage_fingerprint", "stage_params"]
 
 TUNED_STAGES = ("align", "fit", "evaluate")
 
@@ -75,17 +76,30 @@ def _run_stage(name: str, ctx: StageContext) -> dict:
     return result
 
 
-# The params each stage reads (as dvc.yaml lists them): a finished stage is reused as long as
-# these, and every stage before it, are unchanged.
-STAGE_PARAMS = {
-    "assets": ("task", "model.body"),
-    "prepare": ("task", "seed", "data", "prepare"),
-    "source": ("seed", "model.body", "model.n_layers", "source"),
-    "tune": ("use_tuned", "tune", "method", "seed", "model", "align", "fit", "per_task"),
-    "align": ("use_tuned", "method", "seed", "model", "align", "per_task"),
-    "fit": ("use_tuned", "method", "seed", "model", "fit", "per_task"),
-    "evaluate": ("use_tuned", "align.eps", "align.sinkhorn_iters", "align.batch_size"),
-}
+def stage_params() -> dict[str, tuple[str, ...]]:
+    """The params each stage reads, as the project's ``dvc.yaml`` lists them (read once; the one
+    place these lists exist): a finished stage is reused as long as these, and every stage before
+    it, are unchanged, under ``recraft run`` as under ``dvc repro``.
+
+    Raises:
+        UserError: ``dvc.yaml`` is missing next to the code, or lacks a stage or its params.
+    """
+    if not _STAGE_PARAMS:
+        path = Path(__file__).resolve().parent.parent / "dvc.yaml"
+        try:
+            stages = yaml.safe_load(path.read_text())["stages"]
+            for name in ORDER:  # params.tuned.yaml entries (a file's keys) are not params.yaml's
+                _STAGE_PARAMS[name] = tuple(p for p in stages[name].get("params", []) if isinstance(p, str))
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+            _STAGE_PARAMS.clear()
+            raise UserError(
+                f"{path}: cannot read the params of every stage ({type(exc).__name__}: {exc})",
+                hint="the code runs from a checkout of the project, with its dvc.yaml beside flows/",
+            ) from exc
+    return dict(_STAGE_PARAMS)
+
+
+_STAGE_PARAMS: dict[str, tuple[str, ...]] = {}
 # The stages that read a user's data file (``npz:PATH``, ``pdebench:PATH``): its content is
 # part of their fingerprint, so editing the file in place re-runs the pipeline from ``assets``.
 DATA_STAGES = ("assets", "prepare")
@@ -114,7 +128,7 @@ def stage_fingerprint(params: Params, stage: str) -> str:
     raw = params.model_dump(mode="json")
     picked = {}
     # Without use_tuned the tune stage searches nothing, so no other param changes its output.
-    keys = ("use_tuned",) if stage == "tune" and not params.use_tuned else STAGE_PARAMS[stage]
+    keys = ("use_tuned",) if stage == "tune" and not params.use_tuned else stage_params()[stage]
     for key in keys:
         section, _, name = key.partition(".")
         picked[key] = raw[section][name] if name else raw[section]

@@ -162,11 +162,22 @@ def test_the_analysis_sees_the_bound_terms_of_evaluate():
 
 
 def test_recraft_run_fingerprints_the_params_dvc_yaml_lists():
-    """``recraft run`` skips a finished stage by a hash of the params ``STAGE_PARAMS`` names;
-    ``dvc repro`` by those dvc.yaml lists. The two lists are the same, stage by stage."""
-    from flows.pipeline import STAGE_PARAMS
+    """``recraft run`` skips a finished stage by a hash of the params dvc.yaml lists for it (read
+    from dvc.yaml itself); each listed key names a section or a key of params.yaml."""
+    from components.config import Params
+    from flows.pipeline import stage_fingerprint, stage_params
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for stage, spec in stages.items():
-        listed = {p for p in spec.get("params", []) if isinstance(p, str)}  # not the params.tuned.yaml file
-        assert listed == set(STAGE_PARAMS[stage]), stage
+    listed = stage_params()
+    assert listed.keys() == stages.keys()
+    raw = Params().model_dump(mode="json")
+    for stage, keys in listed.items():
+        assert set(keys) == {p for p in stages[stage].get("params", []) if isinstance(p, str)}, stage
+        for key in keys:
+            section, _, name = key.partition(".")
+            assert section in raw and (not name or name in raw[section]), (stage, key)
+    # A value a stage lists changes its fingerprint; one it does not list leaves it alone.
+    base = Params()
+    changed = base.model_copy(update={"fit": base.fit.model_copy(update={"lr": base.fit.lr * 2})})
+    assert stage_fingerprint(changed, "fit") != stage_fingerprint(base, "fit")
+    assert stage_fingerprint(changed, "align") == stage_fingerprint(base, "align")
