@@ -476,9 +476,18 @@ def tune_stage(ctx: StageContext, search: bool | None = None, storage_url: str |
     if ctx.params.use_tuned if search is None else search:
         summary = tune(ctx, storage_url)
     else:
+        from flows import figures  # dvc.yaml declares plots/tune: a placeholder says no search ran
+
         note = "# use_tuned is false: no search ran and the pipeline uses params.yaml as it is.\n"
         write_text(ctx.layout.tuned_params, note + yaml.safe_dump({"values": {}}))
-        shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)  # an earlier search's figures
+        shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)
+        figures.epoch_curves(
+            [],
+            [],
+            ctx.layout.plot("tune") / "history.png",
+            "Optuna search",
+            empty_message="no search (use_tuned: false)",
+        )
         summary = {"searched": False}
     summary["seconds"] = time.perf_counter() - started
     write_json(ctx.layout.metrics("tune"), summary)
