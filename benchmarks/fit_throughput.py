@@ -58,7 +58,7 @@ def _extract_body(out_dir: Path) -> Path:
 
 
 def _model(body_dir: Path) -> CrossModalModel:
-    """Stage 2's DNA model, built the way flows/stages.py builds it (fresh embedder weights)."""
+    """Stage 2's DNA model, built the way the fit stage (flows/stages/fit.py) builds it (fresh embedder weights)."""
     body = load_body(body_dir)
     cfg = {"input_shape": [CHANNELS, LENGTH], "d": body.hidden_size, "max_tokens": MAX_TOKENS}
     embedder = build_embedder(cfg | {"overlap": 2, "motif_kernel": 9}, body)

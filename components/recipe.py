@@ -1,7 +1,7 @@
 """What each stage computes, as plain functions: the one recipe the stages, tune's trials and the
 bare-loop benchmark all call.
 
-No orchestration or tracking here: a stage (flows/stages.py) wraps these calls in its Prefect flow,
+No orchestration or tracking here: a stage (flows/stages/NAME.py) wraps these calls in its Prefect flow,
 writes their results and records them in MLflow; a tune trial (flows/tune.py) calls them on the
 workspace's prepared data; ``benchmarks/bare_pipeline.py`` calls them with nothing around them.
 The order of the random draws is part of the recipe: each starting point (:func:`new_embedder`,

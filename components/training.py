@@ -270,90 +270,118 @@ def align_embedder(
         One dict per epoch: mean ``fa``, ``fld`` (or ``otdd``) and ``loss`` over the epoch's steps,
         and the first step's ``first_<term>`` values, so each term's decrease can be read off.
     """
-    gen = torch.Generator().manual_seed(seed)
-    for module in (body, ref.head):
-        module.eval()
-        for p in module.parameters():
-            p.requires_grad_(False)
-    embedder.train()
-    opt = torch.optim.AdamW(embedder.parameters(), lr=cfg.lr, weight_decay=0.0)
-    cloud = ref.cloud.to(device)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown stage-1 objective {objective!r}; choices: {', '.join(OBJECTIVES)}")
-    ref = AlignReference(cloud, ref.head, None if ref.labels is None else ref.labels.to(device))
-    if objective == "otdd":
-        ot_yy = self_entropic_ot(ref.labelled.self_cost(), cfg.eps, cfg.sinkhorn_iters, scale=ref.otdd_scale)
-    else:
-        ot_yy = self_entropic_ot(ot_dist(cloud), cfg.eps, cfg.sinkhorn_iters, scale=ref.scale)
-    ot_yy = ot_yy.detach()
-    norms = _normalisers(objective, cfg, ref.head.out_features)
-    members = _class_members(labels) if cfg.per_class is not None else None
-    n = len(labels)
-    steps, _ = align_steps(n, cfg)
-    history: list[dict[str, float]] = []
-    state = _Resumable(checkpoint, checkpoint_every, gen, {"embedder": embedder}, opt)
-    progress = {"epoch": 0, "step": 0, "sums": None, "first": {}}
-    perm = torch.empty(0, dtype=torch.long)
-    if (restored := state.restore()) is not None:
-        progress, extra = restored
-        history = progress["history"]
-        perm = extra.get("perm", perm)
-        norms.update({k[6:]: float(v) for k, v in extra.items() if k.startswith("scale.")})
-    first: dict[str, float] = progress.get("first", {})
-    global_step = progress["epoch"] * steps + progress["step"]
-    for epoch in range(progress["epoch"], cfg.epochs):
-        if objective != "recraft":
-            need = (objective,)
-        elif cfg.schedule == "sequential":
-            need = ("fa",) if epoch < max(1, cfg.epochs // 2) else ("fld",)
+    loop = _AlignLoop(embedder, body, ref, x, labels, cfg, seed, device, mask, objective)
+    return loop.run(checkpoint, checkpoint_every, on_epoch, on_step)
+
+
+class _AlignLoop:
+    """:func:`align_embedder`'s loop: the frozen reference, the batches, each term's fixed
+    normaliser and first value, and what a checkpoint holds to resume it."""
+
+    def __init__(
+        self,
+        embedder: nn.Module,
+        body: Body,
+        ref: AlignReference,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        cfg: AlignParams,
+        seed: int,
+        device: torch.device,
+        mask: torch.Tensor | None,
+        objective: str,
+    ) -> None:
+        self.embedder, self.body, self.x, self.labels, self.mask = embedder, body, x, labels, mask
+        self.cfg, self.device, self.objective = cfg, device, objective
+        self.gen = torch.Generator().manual_seed(seed)
+        for module in (body, ref.head):
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+        embedder.train()
+        self.opt = torch.optim.AdamW(embedder.parameters(), lr=cfg.lr, weight_decay=0.0)
+        cloud = ref.cloud.to(device)
+        self.ref = AlignReference(cloud, ref.head, None if ref.labels is None else ref.labels.to(device))
+        if objective == "otdd":
+            ot_yy = self_entropic_ot(
+                self.ref.labelled.self_cost(), cfg.eps, cfg.sinkhorn_iters, scale=self.ref.otdd_scale
+            )
         else:
-            need = tuple(t for t, lam in (("fa", cfg.lambda_fa), ("fld", cfg.lambda_fld)) if lam > 0)
-        resuming = epoch == progress["epoch"] and progress["step"] > 0
-        if not resuming and members is None:
-            perm = torch.randperm(n, generator=gen)
-        sums = progress["sums"] if resuming else {"fa": 0.0, "fld": 0.0, "otdd": 0.0, "loss": 0.0}
-        for step in range(progress["step"] if resuming else 0, steps):
-            idx = _draw(members, perm, step, cfg, gen)
-            with _autocast(device):
-                terms = alignment_terms(
-                    embedder,
-                    body,
-                    ref,
-                    x[idx].to(device),
-                    labels[idx].to(device),
-                    cfg,
-                    ot_yy,
-                    need,
-                    _rows(mask, idx, device),
-                )
-            loss = torch.zeros((), device=device)
-            for name, value in terms.items():
-                lam = {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld}.get(name, 1.0) if objective == "recraft" else 1.0
-                first.setdefault(name, value.item())
-                if name in norms and norms[name] is None:  # FA_0: its first value, fixed from here on
-                    norms[name] = max(abs(value.item()), 1e-12)
-                loss = loss + lam * value / norms.get(name, 1.0)
-                sums[name] += value.item()
-            opt.zero_grad(set_to_none=True)
-            if norms and len(terms) > 1:
-                _balanced_backward(embedder, terms, {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld})
-            else:
-                loss.backward()
-            opt.step()
-            sums["loss"] += loss.item()
-            global_step += 1
-            extra = {"perm": perm} | _scale_tensors(norms)
-            progress = {"epoch": epoch, "step": step + 1, "sums": sums, "history": history, "first": first}
-            state.save(progress, extra, step=global_step)
-            fault_point("align", "step", global_step)  # test-only (components.faults)
-            on_step(global_step)
-        record = {k: v / steps for k, v in sums.items() if k == "loss" or k in need}
-        record.update({f"first_{k}": v for k, v in first.items() if k in need})
-        history.append(record)
-        on_epoch(epoch, record)
-        progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history, "first": first}
-        state.save(progress, _scale_tensors(norms))
-    return history
+            ot_yy = self_entropic_ot(ot_dist(cloud), cfg.eps, cfg.sinkhorn_iters, scale=self.ref.scale)
+        self.ot_yy = ot_yy.detach()
+        self.norms = _normalisers(objective, cfg, ref.head.out_features)
+        self.members = _class_members(labels) if cfg.per_class is not None else None
+        self.steps, _ = align_steps(len(labels), cfg)
+
+    def _needed(self, epoch: int) -> tuple[str, ...]:
+        """The terms epoch ``epoch`` minimises."""
+        cfg = self.cfg
+        if self.objective != "recraft":
+            return (self.objective,)
+        if cfg.schedule == "sequential":
+            return ("fa",) if epoch < max(1, cfg.epochs // 2) else ("fld",)
+        return tuple(t for t, lam in (("fa", cfg.lambda_fa), ("fld", cfg.lambda_fld)) if lam > 0)
+
+    def run(
+        self, checkpoint: TrainingCheckpoint | None, checkpoint_every: int | None, on_epoch: OnEpoch, on_step: OnStep
+    ) -> list[dict[str, float]]:
+        history: list[dict[str, float]] = []
+        state = _Resumable(checkpoint, checkpoint_every, self.gen, {"embedder": self.embedder}, self.opt)
+        progress = {"epoch": 0, "step": 0, "sums": None, "first": {}}
+        self.perm = torch.empty(0, dtype=torch.long)
+        if (restored := state.restore()) is not None:
+            progress, extra = restored
+            history = progress["history"]
+            self.perm = extra.get("perm", self.perm)
+            self.norms.update({k[6:]: float(v) for k, v in extra.items() if k.startswith("scale.")})
+        self.first: dict[str, float] = progress.get("first", {})
+        global_step = progress["epoch"] * self.steps + progress["step"]
+        for epoch in range(progress["epoch"], self.cfg.epochs):
+            need = self._needed(epoch)
+            resuming = epoch == progress["epoch"] and progress["step"] > 0
+            if not resuming and self.members is None:
+                self.perm = torch.randperm(len(self.labels), generator=self.gen)
+            sums = progress["sums"] if resuming else {"fa": 0.0, "fld": 0.0, "otdd": 0.0, "loss": 0.0}
+            for step in range(progress["step"] if resuming else 0, self.steps):
+                self._step(step, need, sums)
+                global_step += 1
+                extra = {"perm": self.perm} | _scale_tensors(self.norms)
+                progress = {"epoch": epoch, "step": step + 1, "sums": sums, "history": history, "first": self.first}
+                state.save(progress, extra, step=global_step)
+                fault_point("align", "step", global_step)  # test-only (components.faults)
+                on_step(global_step)
+            record = {k: v / self.steps for k, v in sums.items() if k == "loss" or k in need}
+            record.update({f"first_{k}": v for k, v in self.first.items() if k in need})
+            history.append(record)
+            on_epoch(epoch, record)
+            progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history, "first": self.first}
+            state.save(progress, _scale_tensors(self.norms))
+        return history
+
+    def _step(self, step: int, need: tuple[str, ...], sums: dict[str, float]) -> None:
+        """One optimiser step on the terms ``need``; adds each term's value and the loss to ``sums``."""
+        cfg, device, norms = self.cfg, self.device, self.norms
+        idx = _draw(self.members, self.perm, step, cfg, self.gen)
+        with _autocast(device):
+            xb, yb, mb = self.x[idx].to(device), self.labels[idx].to(device), _rows(self.mask, idx, device)
+            terms = alignment_terms(self.embedder, self.body, self.ref, xb, yb, cfg, self.ot_yy, need, mb)
+        loss = torch.zeros((), device=device)
+        for name, value in terms.items():
+            lam = {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld}.get(name, 1.0) if self.objective == "recraft" else 1.0
+            self.first.setdefault(name, value.item())
+            if name in norms and norms[name] is None:  # FA_0: its first value, fixed from here on
+                norms[name] = max(abs(value.item()), 1e-12)
+            loss = loss + lam * value / norms.get(name, 1.0)
+            sums[name] += value.item()
+        self.opt.zero_grad(set_to_none=True)
+        if norms and len(terms) > 1:
+            _balanced_backward(self.embedder, terms, {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld})
+        else:
+            loss.backward()
+        self.opt.step()
+        sums["loss"] += loss.item()
 
 
 def _balanced_backward(embedder: nn.Module, terms: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
@@ -444,153 +472,215 @@ def fit_model(
         The model holding the best weights, and one dict per epoch (``step``, the optimiser steps
         taken by its end, ``train_loss``, ``val_*``).
     """
-    gen = torch.Generator().manual_seed(seed)
-    model.to(device)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if cfg.freeze_embedder:
-        for p in model.embedder.parameters():
-            p.requires_grad_(False)
-    world = current_world()
-    # Under torchrun every rank runs this loop on its shard of the same global batch; DDP keeps
-    # the replicas identical (the body's unused token embeddings make find_unused_parameters needed).
-    net = (
-        nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, device_ids=None)
-        if world.distributed
-        else model
+    hooks = (on_epoch, on_step, on_log)
+    loop = _FitLoop(
+        model, train, val, cfg, metric, seed, device, augment_rc, checkpoint, checkpoint_every, log_every, hooks
     )
-    # phi trains at the body's rate unless told otherwise (the released codes use one rate): a
-    # much larger rate lets stage 2 undo stage 1's alignment within a few steps.
+    return loop.run()
+
+
+def _fit_optimizer(model: CrossModalModel, cfg: FitParams) -> torch.optim.AdamW:
+    """AdamW over the head (``cfg.head_lr``), ``phi`` and the body (``cfg.lr``).
+
+    ``phi`` trains at the body's rate unless told otherwise (the released codes use one rate): a
+    much larger rate lets stage 2 undo stage 1's alignment within a few steps.
+    """
     phi = [p for p in model.embedder.parameters() if p.requires_grad]
     groups = [{"params": list(model.head.parameters()), "lr": cfg.head_lr}]
     if phi:
         groups.append({"params": phi, "lr": cfg.lr if cfg.embedder_lr is None else cfg.embedder_lr})
     groups.append({"params": list(model.body.parameters()), "lr": cfg.lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    xt, yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    mt = None if train.mask is None else torch.from_numpy(train.mask)
-    steps_per_epoch, epochs = fit_steps(len(yt), cfg)
-    # Linear warm-up then linear decay to 0 over the whole budget: with few epochs, the decay
-    # is what turns a noisy last step into a good final model.
-    total = epochs * steps_per_epoch
-    warmup = max(1, int(cfg.warmup_fraction * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def _warmup_decay(opt: torch.optim.Optimizer, warmup_fraction: float, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then linear decay to 0 over the whole budget of ``total`` steps: with few
+    epochs, the decay is what turns a noisy last step into a good final model."""
+    warmup = max(1, int(warmup_fraction * total))
+    return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    target_std = model.target_std.detach().cpu().numpy()
-    weights = None
-    if cfg.balanced and model.task_type in ("binary", "multiclass"):
-        weights = class_weights(yt, model.head.out_features).to(device)
-    history: list[dict[str, float]] = []
-    # Other ranks restore the same state as rank 0 but never write it.
-    state = _Resumable(checkpoint, checkpoint_every, gen, {"model": model}, opt, sched, write=world.main)
-    progress = {"epoch": 0, "step": 0, "seen_loss": 0.0, "best_score": None, "bad_epochs": 0, "stopped": False}
-    perm, best_state = None, None
-    # The step-level curve: its records so far and the (sum, count) of step losses not yet logged.
-    curve: list[dict[str, float]] = []
-    window = [0.0, 0]
-    if (restored := state.restore()) is not None:
-        progress, extra = restored
-        history = progress["history"]
-        curve, window = progress.get("curve", []), progress.get("window", [0.0, 0])
-        if world.main:
-            for record in curve:
-                on_log(int(record["step"]), {k: v for k, v in record.items() if k != "step"})
-        perm = extra.get("perm")
-        best = {k[5:]: v for k, v in extra.items() if k.startswith("best.")}
-        best_state = best or None
-    best_score = -float("inf") if progress["best_score"] is None else progress["best_score"]
-    bad_epochs, global_step = progress["bad_epochs"], progress["epoch"] * steps_per_epoch + progress["step"]
-    if restored is None and model.skip is not None:
-        # A model that starts as a fitted linear map competes with its own start: fitting never
-        # returns weights that score worse on validation than the map alone.
-        start = compute_metrics(model.task_type, predict_scores(model, val.x, device, mask=val.mask), val.y, target_std)
-        best_score, best_state = sign * start[metric], copy.deepcopy(model.state_dict())
 
-    def snapshot(epoch: int, step: int, seen_loss: float, stopped: bool = False) -> tuple[dict, dict]:
-        finite = best_score if best_score != -float("inf") else None
+
+class _FitLoop:
+    """:func:`fit_model`'s loop and its state: the early stopping, the best weights so far, the
+    step-level curve, and what a checkpoint holds to resume it."""
+
+    def __init__(
+        self,
+        model: CrossModalModel,
+        train: Split,
+        val: Split,
+        cfg: FitParams,
+        metric: str,
+        seed: int,
+        device: torch.device,
+        augment_rc: bool,
+        checkpoint: TrainingCheckpoint | None,
+        checkpoint_every: int | None,
+        log_every: int | None,
+        hooks: tuple[OnEpoch, OnStep, OnEpoch],
+    ) -> None:
+        self.model, self.val, self.cfg, self.metric, self.device = model, val, cfg, metric, device
+        self.augment_rc, self.log_every = augment_rc, log_every
+        self.on_epoch, self.on_step, self.on_log = hooks
+        self.gen = torch.Generator().manual_seed(seed)
+        model.to(device)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if cfg.freeze_embedder:
+            for p in model.embedder.parameters():
+                p.requires_grad_(False)
+        self.world = current_world()
+        # Under torchrun every rank runs this loop on its shard of the same global batch; DDP keeps
+        # the replicas identical (the body's unused token embeddings make find_unused_parameters needed).
+        self.net = (
+            nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, device_ids=None)
+            if self.world.distributed
+            else model
+        )
+        self.opt = _fit_optimizer(model, cfg)
+        self.xt, self.yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
+        self.mt = None if train.mask is None else torch.from_numpy(train.mask)
+        self.steps_per_epoch, self.epochs = fit_steps(len(self.yt), cfg)
+        self.sched = _warmup_decay(self.opt, cfg.warmup_fraction, self.epochs * self.steps_per_epoch)
+        self.sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+        self.target_std = model.target_std.detach().cpu().numpy()
+        self.weights = None
+        if cfg.balanced and model.task_type in ("binary", "multiclass"):
+            self.weights = class_weights(self.yt, model.head.out_features).to(device)
+        self.history: list[dict[str, float]] = []
+        # Other ranks restore the same state as rank 0 but never write it.
+        modules = {"model": model}
+        self.state = _Resumable(checkpoint, checkpoint_every, self.gen, modules, self.opt, self.sched, self.world.main)
+        self.perm: torch.Tensor | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        # The step-level curve: its records so far and the (sum, count) of step losses not yet logged.
+        self.curve: list[dict[str, float]] = []
+        self.window = [0.0, 0]
+
+    def run(self) -> tuple[CrossModalModel, list[dict[str, float]]]:
+        progress = self._restore()
+        for epoch in range(progress["epoch"], 0 if progress["stopped"] else self.epochs):
+            self.model.train()
+            resuming = epoch == progress["epoch"] and progress["step"] > 0
+            if not resuming:
+                self.perm = torch.randperm(len(self.yt), generator=self.gen)
+            seen_loss = progress["seen_loss"] if resuming else 0.0
+            for step in range(progress["step"] if resuming else 0, self.steps_per_epoch):
+                seen_loss = self._step(epoch, step, seen_loss)
+            if self._validate(epoch, seen_loss):
+                break
+        if self.log_every and self.window[1]:  # the steps since the last record
+            self._log_window(len(self.history) - 1)
+        if self.best_state is None:
+            last = self.history[-1] if self.history else "no epochs ran"
+            raise RuntimeError(f"no validation score was finite: {last}")
+        self.model.load_state_dict(self.best_state)
+        return self.model, self.history
+
+    def _restore(self) -> dict:
+        """Resume from the checkpoint, if any; a fresh linear-skip model scores its start first."""
+        progress = {"epoch": 0, "step": 0, "seen_loss": 0.0, "best_score": None, "bad_epochs": 0, "stopped": False}
+        if (restored := self.state.restore()) is not None:
+            progress, extra = restored
+            self.history = progress["history"]
+            self.curve, self.window = progress.get("curve", []), progress.get("window", [0.0, 0])
+            if self.world.main:
+                for record in self.curve:
+                    self.on_log(int(record["step"]), {k: v for k, v in record.items() if k != "step"})
+            self.perm = extra.get("perm")
+            best = {k[5:]: v for k, v in extra.items() if k.startswith("best.")}
+            self.best_state = best or None
+        self.best_score = -float("inf") if progress["best_score"] is None else progress["best_score"]
+        self.bad_epochs = progress["bad_epochs"]
+        self.global_step = progress["epoch"] * self.steps_per_epoch + progress["step"]
+        if restored is None and self.model.skip is not None:
+            # A model that starts as a fitted linear map competes with its own start: fitting never
+            # returns weights that score worse on validation than the map alone.
+            start = self._val_metrics()
+            self.best_score, self.best_state = self.sign * start[self.metric], copy.deepcopy(self.model.state_dict())
+        return progress
+
+    def _val_metrics(self) -> dict[str, float]:
+        val = self.val
+        scores = predict_scores(self.model, val.x, self.device, mask=val.mask)
+        return compute_metrics(self.model.task_type, scores, val.y, self.target_std)
+
+    def _step(self, epoch: int, step: int, seen_loss: float) -> float:
+        """One optimiser step on the ``step``-th batch of the epoch; returns the epoch's summed loss."""
+        model, world, device = self.model, self.world, self.device
+        idx = self.perm[step * self.cfg.batch_size : (step + 1) * self.cfg.batch_size]
+        xb = _reverse_complement(self.xt[idx], self.gen) if self.augment_rc else self.xt[idx]
+        scale, n_global = 1.0, len(idx)
+        if world.distributed:
+            mine = shard(idx, world)
+            per_sample = None if self.weights is None else self.weights.cpu()[self.yt[idx]]
+            scale = shard_scale(mine, len(idx), world, per_sample)
+            idx, xb = idx[mine], xb[mine]
+        with _autocast(device):
+            out = self.net(xb.to(device), _rows(self.mt, idx, device))
+        loss = task_loss(model.task_type, out, self.yt[idx].to(device), model.target_std, self.weights)
+        self.opt.zero_grad(set_to_none=True)
+        (loss * scale if world.distributed else loss).backward()
+        if self.cfg.grad_clip is not None:
+            # Post-LN bodies can collapse to a constant output after one large early step.
+            nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        # The global batch's mean loss (on every rank, so a resumed replica agrees).
+        step_loss = all_sum(loss.item() * scale / world.size, world, device)
+        seen_loss += step_loss * n_global
+        self.global_step += 1
+        if self.log_every:
+            self.window[0] += step_loss
+            self.window[1] += 1
+            if self.global_step % self.log_every == 0:
+                self._log_window(epoch)
+        self.state.save(*self._snapshot(epoch, step + 1, seen_loss), step=self.global_step)
+        fault_point("fit", "step", self.global_step)  # test-only (components.faults)
+        if world.main:
+            self.on_step(self.global_step)
+        return seen_loss
+
+    def _validate(self, epoch: int, seen_loss: float) -> bool:
+        """The epoch's record and the early stopping; True when patience has run out."""
+        record = {"step": float(self.global_step), "train_loss": seen_loss / len(self.yt)}
+        record.update({f"val_{k}": v for k, v in self._val_metrics().items()})
+        self.history.append(record)
+        if self.world.main:
+            self.on_epoch(epoch, record)
+        score = self.sign * record[f"val_{self.metric}"]
+        stop = False
+        if score > self.best_score:
+            self.best_score, self.best_state, self.bad_epochs = score, copy.deepcopy(self.model.state_dict()), 0
+        else:
+            self.bad_epochs += 1
+            stop = self.bad_epochs >= self.cfg.patience
+        self.state.save(*self._snapshot(epoch + 1, 0, 0.0, stopped=stop))
+        return stop
+
+    def _snapshot(self, epoch: int, step: int, seen_loss: float, stopped: bool = False) -> tuple[dict, dict]:
+        finite = self.best_score if self.best_score != -float("inf") else None
         prog = {
             "epoch": epoch,
             "step": step,
             "seen_loss": seen_loss,
             "best_score": finite,
-            "bad_epochs": bad_epochs,
+            "bad_epochs": self.bad_epochs,
             "stopped": stopped,
-            "history": history,
-            "curve": curve,
-            "window": window,
+            "history": self.history,
+            "curve": self.curve,
+            "window": self.window,
         }
-        extra = {f"best.{k}": v for k, v in (best_state or {}).items()}
+        extra = {f"best.{k}": v for k, v in (self.best_state or {}).items()}
         if step > 0:
-            extra["perm"] = perm
+            extra["perm"] = self.perm
         return prog, extra
 
-    def log_window(epoch: int) -> None:
-        record = {"epoch": float(epoch), "train_loss": window[0] / window[1]}
-        curve.append({"step": float(global_step), **record})
-        window[:] = [0.0, 0]
-        if world.main:
-            on_log(global_step, record)
-
-    for epoch in range(progress["epoch"], 0 if progress["stopped"] else epochs):
-        model.train()
-        resuming = epoch == progress["epoch"] and progress["step"] > 0
-        if not resuming:
-            perm = torch.randperm(len(yt), generator=gen)
-        seen_loss = progress["seen_loss"] if resuming else 0.0
-        for step in range(progress["step"] if resuming else 0, steps_per_epoch):
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = _reverse_complement(xt[idx], gen) if augment_rc else xt[idx]
-            scale, n_global = 1.0, len(idx)
-            if world.distributed:
-                mine = shard(idx, world)
-                per_sample = None if weights is None else weights.cpu()[yt[idx]]
-                scale = shard_scale(mine, len(idx), world, per_sample)
-                idx, xb = idx[mine], xb[mine]
-            with _autocast(device):
-                out = net(xb.to(device), _rows(mt, idx, device))
-            loss = task_loss(model.task_type, out, yt[idx].to(device), model.target_std, weights)
-            opt.zero_grad(set_to_none=True)
-            (loss * scale if world.distributed else loss).backward()
-            if cfg.grad_clip is not None:
-                # Post-LN bodies can collapse to a constant output after one large early step.
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            # The global batch's mean loss (on every rank, so a resumed replica agrees).
-            step_loss = all_sum(loss.item() * scale / world.size, world, device)
-            seen_loss += step_loss * n_global
-            global_step += 1
-            if log_every:
-                window[0] += step_loss
-                window[1] += 1
-                if global_step % log_every == 0:
-                    log_window(epoch)
-            state.save(*snapshot(epoch, step + 1, seen_loss), step=global_step)
-            fault_point("fit", "step", global_step)  # test-only (components.faults)
-            if world.main:
-                on_step(global_step)
-        scores = predict_scores(model, val.x, device, mask=val.mask)
-        record = {"step": float(global_step), "train_loss": seen_loss / len(yt)}
-        metrics = compute_metrics(model.task_type, scores, val.y, target_std)
-        record.update({f"val_{k}": v for k, v in metrics.items()})
-        history.append(record)
-        if world.main:
-            on_epoch(epoch, record)
-        score = sign * record[f"val_{metric}"]
-        stop = False
-        if score > best_score:
-            best_score, best_state, bad_epochs = score, copy.deepcopy(model.state_dict()), 0
-        else:
-            bad_epochs += 1
-            stop = bad_epochs >= cfg.patience
-        state.save(*snapshot(epoch + 1, 0, 0.0, stopped=stop))
-        if stop:
-            break
-    if log_every and window[1]:  # the steps since the last record
-        log_window(len(history) - 1)
-    if best_state is None:
-        raise RuntimeError(f"no validation score was finite: {history[-1] if history else 'no epochs ran'}")
-    model.load_state_dict(best_state)
-    return model, history
+    def _log_window(self, epoch: int) -> None:
+        record = {"epoch": float(epoch), "train_loss": self.window[0] / self.window[1]}
+        self.curve.append({"step": float(self.global_step), **record})
+        self.window[:] = [0.0, 0]
+        if self.world.main:
+            self.on_log(self.global_step, record)

@@ -183,11 +183,11 @@ def tune(
         _preflight(p, settings, root)
         configure_prefect()
         from flows.pipeline import make_context, pipeline
-        from flows.tune import tune_stage
+        from flows.stages import tune as tune_stage
 
         ctx = make_context(p, settings, root)
         pipeline(ctx, stop="source")
-        summary = tune_stage(ctx, search=True)
+        summary = tune_stage.tune(ctx, search=True)
         _print_tune(summary, root)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)

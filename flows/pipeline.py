@@ -21,8 +21,7 @@ from components.layout import ORDER
 from components.tasks import get_task
 from flows.lock import workspace_lock
 from flows.settings import parent_tags
-from flows.stages import STAGES, StageContext, fit_replica, make_context
-from flows.tune import tune_stage
+from flows.stages import StageContext, make_context, stage_flow
 
 __all__ = ["pipeline", "run_stage", "make_context", "finished_stages", "stage_fingerprint", "stage_params"]
 
@@ -36,9 +35,6 @@ def _stage_context(name: str, ctx: StageContext) -> StageContext:
     from flows.tune import apply_tuned
 
     return replace(ctx, params=apply_tuned(ctx.params, ctx.layout.tuned_params))
-
-
-STAGES = {**STAGES, "tune": tune_stage}
 
 
 def run_stage(name: str, ctx: StageContext) -> dict:
@@ -58,15 +54,17 @@ def _run_stage(name: str, ctx: StageContext) -> dict:
     from components.distributed import init_from_env, shutdown, world_size_from_env
 
     if world_size_from_env() <= 1:
-        return STAGES[name](_stage_context(name, ctx))
+        return stage_flow(name)(_stage_context(name, ctx))
     if name != "fit":
         raise UserError(f"only the fit stage runs under torchrun; run {name!r} as a single process")
     world, device = init_from_env(ctx.device)
     ctx = replace(_stage_context(name, ctx), device=device)
     try:
         if world.main:
-            result = STAGES[name](ctx)
+            result = stage_flow(name)(ctx)
         else:
+            from flows.stages.fit import fit_replica
+
             fit_replica(ctx)
             result = {}
     except BaseException:
@@ -189,6 +187,6 @@ def _pipeline(ctx: StageContext, start: str, stop: str) -> dict:
         # Taken before the stage reads anything: a data file edited while it runs re-runs it next time.
         fingerprint = stage_fingerprint(ctx.params, name)
         fault_point(name, "start")  # test-only (components.faults)
-        result = STAGES[name](_stage_context(name, ctx))
+        result = stage_flow(name)(_stage_context(name, ctx))
         write_json(marker, {"fingerprint": fingerprint, "stage": name})
     return result

@@ -16,7 +16,6 @@ import hashlib
 import json
 import multiprocessing
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,13 +23,12 @@ from typing import Any
 
 import numpy as np
 import yaml
-from prefect import flow
 
 from components.config import Params
 from components.errors import UserError
 from flows.params import flatten, parse_params
 from flows.settings import Settings, redact
-from flows.stages import StageContext, make_context
+from flows.stages.context import StageContext, make_context
 from flows.tracking import runtime_tags
 
 __all__ = [
@@ -41,11 +39,11 @@ __all__ = [
     "apply_tuned",
     "current_values",
     "study_name",
-    "tune",
-    "tune_stage",
+    "run_search",
+    "default_storage",
 ]
 
-# Search-space entry -> (params section, key, scale). Ranges and choices live in ``tune``.
+# Search-space entry -> (params section, key, scale). Ranges and choices live in ``params.tune``.
 SPACE: dict[str, tuple[str, str, str]] = {
     "lambda_fa": ("align", "lambda_fa", "log"),
     "lambda_fld": ("align", "lambda_fld", "log"),
@@ -375,7 +373,7 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
+def run_search(ctx: StageContext, storage_url: str | None = None) -> dict:
     """Run (or continue) the study up to ``tune.n_trials`` finished trials; write the best values.
 
     Needs the workspace's prepared data and stage-0 outputs. Returns the summary written to
@@ -456,41 +454,6 @@ def tune(ctx: StageContext, storage_url: str | None = None) -> dict:
     run.tags({"recraft.selected": summary["selected"]})
     run.artifact(ctx.layout.tuned_params)
     run.end()
-    return summary
-
-
-@flow(name="tune")
-def tune_stage(ctx: StageContext, search: bool | None = None, storage_url: str | None = None) -> dict:
-    """The ``tune`` stage: the search when ``use_tuned: true``; otherwise a record that none ran.
-
-    Either way ``params.tuned.yaml`` and ``metrics/tune.json`` exist afterwards, so DVC sees the
-    same outputs; with ``use_tuned: false`` the file holds no values and nothing reads it.
-
-    Args:
-        search: search regardless of ``use_tuned`` (``recraft tune``).
-        storage_url: Optuna storage (default: ``RECRAFT_OPTUNA_STORAGE``, else SQLite in the workspace).
-    """
-    from components.atomic import write_json, write_text
-
-    started = time.perf_counter()
-    if ctx.params.use_tuned if search is None else search:
-        summary = tune(ctx, storage_url)
-    else:
-        from flows import figures  # dvc.yaml declares plots/tune: a placeholder says no search ran
-
-        note = "# use_tuned is false: no search ran and the pipeline uses params.yaml as it is.\n"
-        write_text(ctx.layout.tuned_params, note + yaml.safe_dump({"values": {}}))
-        shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)
-        figures.epoch_curves(
-            [],
-            [],
-            ctx.layout.plot("tune") / "history.png",
-            "Optuna search",
-            empty_message="no search (use_tuned: false)",
-        )
-        summary = {"searched": False}
-    summary["seconds"] = time.perf_counter() - started
-    write_json(ctx.layout.metrics("tune"), summary)
     return summary
 
 

@@ -89,7 +89,8 @@ def _runs(root, study: str):
 
 
 def test_three_trials_nest_in_mlflow_and_write_the_best_values(workspace, tmp_path):
-    from flows.tune import SPACE, current_values, study_name, tune_stage
+    from flows.stages.tune import tune as tune_stage
+    from flows.tune import SPACE, current_values, study_name
 
     root = workspace[0]
     ctx = _context(workspace, {"tune.n_trials": 3, "tune.sampler_seed": 1})
@@ -149,11 +150,12 @@ def test_confirmation_measures_what_the_pipeline_then_reports(workspace, tmp_pat
 
     from flows import tune as tune_mod
     from flows.pipeline import make_context, pipeline
+    from flows.stages.tune import tune as tune_stage
 
     root, settings, _ = workspace
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 5, "tune.pruner": "none"})
-    summary = tune_mod.tune_stage(ctx, search=True, storage_url=storage)
+    summary = tune_stage(ctx, search=True, storage_url=storage)
     row = summary["confirmed"][1]
     assert row["candidate"] == "trial-1" and row["budget_value"] == summary["trials"][1]["value"]
 
@@ -165,21 +167,22 @@ def test_confirmation_measures_what_the_pipeline_then_reports(workspace, tmp_pat
 
     calls = []
     monkeypatch.setattr(tune_mod, "run_trial", lambda *a, **k: calls.append(a) or {})
-    again = tune_mod.tune_stage(ctx, search=True, storage_url=storage)
+    again = tune_stage(ctx, search=True, storage_url=storage)
     assert calls == [] and again["confirmed"] == summary["confirmed"]
     # Another thread count sums in another order: its confirmations are measured anew.
     import torch
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 97)
     monkeypatch.setattr(tune_mod, "run_trial", lambda *a, **k: calls.append(a) or {"value": 0.5})
-    other = tune_mod.tune_stage(ctx, search=True, storage_url=storage)
+    other = tune_stage(ctx, search=True, storage_url=storage)
     assert len(calls) == 2 and [r["value"] for r in other["confirmed"]] == [0.5, 0.5]
 
 
 def test_tuning_on_the_bound_minimises_the_bound_value(workspace, tmp_path):
     """``tune.target: bound``: every trial's value is its bound (fit + L * FA + FLD), the study
     minimises it, and the confirmation selects the smallest full-budget bound."""
-    from flows.tune import study_name, tune_stage
+    from flows.stages.tune import tune as tune_stage
+    from flows.tune import study_name
 
     overrides = {"tune.n_trials": 2, "tune.sampler_seed": 6, "tune.target": "bound", "tune.pruner": "none"}
     ctx = _context(workspace, overrides)
@@ -212,7 +215,8 @@ def test_the_selection_keeps_the_baseline_unless_a_candidate_beats_it():
 def test_a_pruned_trial_is_recorded_as_pruned(workspace, tmp_path, monkeypatch):
     import optuna
 
-    from flows.tune import study_name, tune_stage
+    from flows.stages.tune import tune as tune_stage
+    from flows.tune import study_name
 
     # Trial 1 is told to stop after its first epoch; what matters here is how we record it.
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
@@ -229,7 +233,8 @@ def test_a_pruned_trial_is_recorded_as_pruned(workspace, tmp_path, monkeypatch):
 def test_an_interrupted_study_resumes_and_keeps_its_trials(workspace, tmp_path):
     import optuna
 
-    from flows.tune import _open_study, tune_stage
+    from flows.stages.tune import tune as tune_stage
+    from flows.tune import _open_study
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     ctx = _context(workspace, {"tune.n_trials": 2, "tune.sampler_seed": 3, "tune.confirm_top": 0})
@@ -249,7 +254,8 @@ def test_an_interrupted_study_resumes_and_keeps_its_trials(workspace, tmp_path):
 
 
 def test_two_workers_on_sqlite_neither_lose_nor_duplicate_trials(workspace, tmp_path):
-    from flows.tune import study_name, tune_stage, tuned_sections
+    from flows.stages.tune import tune as tune_stage
+    from flows.tune import study_name, tuned_sections
 
     overrides = {"tune.n_trials": 4, "tune.n_workers": 2, "tune.sampler_seed": 4, "tune.confirm_top": 0}
     ctx = _context(workspace, overrides)

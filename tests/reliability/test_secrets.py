@@ -169,9 +169,9 @@ def test_tune_storage_reaches_the_study_but_not_prefects_flow_parameters(stores,
     """Prefect stores a flow run's parameters on its server (or in PREFECT_HOME's database)."""
     import flows.cli
     import flows.pipeline
-    import flows.tune
+    import flows.stages.tune
 
-    flow = flows.tune.tune_stage
+    flow = flows.stages.tune.tune
     seen = {}
 
     def fake_tune_stage(ctx, **kwargs):
@@ -181,7 +181,7 @@ def test_tune_storage_reaches_the_study_but_not_prefects_flow_parameters(stores,
 
     monkeypatch.setattr(flows.cli, "_preflight", lambda p, settings, root: None)
     monkeypatch.setattr(flows.pipeline, "pipeline", lambda ctx, stop=None: {})
-    monkeypatch.setattr(flows.tune, "tune_stage", fake_tune_stage)
+    monkeypatch.setattr(flows.stages.tune, "tune", fake_tune_stage)
     storage = _pg("optuna-cli", _free_port())
     res = runner.invoke(app, ["tune", "--task", "dna", "--storage", storage], env=stores)
     assert res.exit_code == 0, (res.output, res.exception)
@@ -194,7 +194,7 @@ def test_flow_parameters_that_hold_the_settings_are_masked(tmp_path):
     from flows.benchmark import benchmark
     from flows.params import parse_params
     from flows.pipeline import make_context
-    from flows.tune import tune_stage
+    from flows.stages.tune import tune as tune_stage
 
     settings = load_settings(tracking_uri=_pg("mlflow", 5432), optuna_storage=_pg("optuna", 5432), device="cpu")
     sent = benchmark.serialize_parameters({"base": {}, "settings": settings, "out_dir": tmp_path})

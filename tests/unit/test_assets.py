@@ -275,7 +275,7 @@ def test_fetch_wheels_task_retries_transient_errors_only():
     state and retries only when it returns True (prefect 3.9, ``task_engine.can_retry``)."""
     from prefect.states import Failed
 
-    from flows.stages import fetch_wheels
+    from flows.stages.assets import fetch_wheels
 
     assert fetch_wheels.retries == 2
     should_retry = fetch_wheels.retry_condition_fn

@@ -2,8 +2,9 @@
 
 Otherwise editing such a module (say the bound terms of ``evaluate``) leaves ``dvc repro`` saying
 "up to date" over a stale result. The modules a stage needs are read off the code: the names its
-flow function (and the helpers of flows/stages.py it calls) uses, mapped to the modules they come
-from, then every project module those import, transitively.
+flow function (in flows/stages/NAME.py, with the helpers it calls) uses, mapped to the modules they
+come from, then every project module those import, transitively, and the packages' ``__init__``
+modules that importing them runs.
 """
 
 from __future__ import annotations
@@ -35,15 +36,8 @@ RECORD_ONLY = {
 # reads (defaults included), the dispatch and the device it picks.
 ENTRY = ("components/config.py", "components/device.py", "flows/params.py", "flows/pipeline.py")
 # Modules that hold every stage: what they import is followed per stage function, not wholesale.
-PER_FUNCTION = {"flows/stages.py", "flows/pipeline.py", "components/recipe.py"}
-STAGE_FUNCTIONS = {
-    "assets": "assets",
-    "prepare": "prepare",
-    "source": "source",
-    "align": "align",
-    "fit": "fit",
-    "evaluate": "evaluate",
-}
+PER_FUNCTION = {"flows/pipeline.py", "components/recipe.py"}
+STAGES = ("assets", "prepare", "source", "tune", "align", "fit", "evaluate")
 
 
 def _module_file(module: str) -> str | None:
@@ -81,6 +75,18 @@ def _named_imports(node: ast.AST) -> dict[str, tuple[str, str | None]]:
     return out
 
 
+def _package_inits(file: str) -> list[str]:
+    """The ``__init__`` modules importing ``file`` runs, those that hold more than a docstring."""
+    out = []
+    for parent in Path(file).parents:
+        init = ROOT / parent / "__init__.py"
+        if parent != Path(".") and init.exists():
+            body = ast.parse(init.read_text()).body
+            if body and not (len(body) == 1 and isinstance(body[0], ast.Expr)):
+                out.append((parent / "__init__.py").as_posix())
+    return out
+
+
 def _closure(files: set[str]) -> set[str]:
     """``files`` and every project module they import (at module level or inside functions)."""
     seen: set[str] = set()
@@ -90,6 +96,7 @@ def _closure(files: set[str]) -> set[str]:
         if f in seen:
             continue
         seen.add(f)
+        todo += _package_inits(f)
         if f not in PER_FUNCTION:
             todo += _imports(ast.parse((ROOT / f).read_text())).values()
     return seen
@@ -104,13 +111,22 @@ def _parsed(file: str) -> tuple[dict[str, ast.AST], dict[str, tuple[str, str | N
     return top, _named_imports(imports)
 
 
-def _stage_modules(function: str) -> set[str]:
-    """The module files flows/stages.py's ``function`` needs: the functions it calls in the
-    modules that hold every stage (:data:`PER_FUNCTION`: flows/stages.py, components/recipe.py),
-    followed function by function, and every other module they use, transitively."""
+def _stage_modules(stage: str) -> set[str]:
+    """The module files stage ``stage``'s flow (``flows/stages/STAGE.py``) needs: the functions it
+    calls in its own module and in the modules that hold every stage (:data:`PER_FUNCTION`: the
+    recipe), followed function by function, and every other module they use, transitively.
+    The search of ``tune`` runs whole trials through the recipe: every function of it counts."""
+    start = [(f"flows/stages/{stage}.py", stage)]
+    if stage == "tune":
+        start += [("components/recipe.py", name) for name in _parsed("components/recipe.py")[0]]
+    return _reached(start)
+
+
+def _reached(start: list[tuple[str, str]]) -> set[str]:
+    """The module files the functions ``start`` ((file, name) pairs) need, as :func:`_stage_modules`."""
     files: set[str] = set()
     seen: set[tuple[str, str]] = set()
-    todo = [("flows/stages.py", function)]
+    todo = list(start)
     while todo:
         file, name = todo.pop()
         if (file, name) in seen:
@@ -141,23 +157,23 @@ def _code_deps(stage: str) -> set[str]:
     return {d for d in spec.get("deps", []) if d.endswith(".py")}
 
 
-@pytest.mark.parametrize("stage", [*STAGE_FUNCTIONS, "tune"])
-def test_dvc_yaml_lists_every_module_a_stage_runs(stage):
-    if stage == "tune":  # the search runs whole trials: what flows/tune.py and every stage reach
-        needed = _closure({"flows/tune.py", *ENTRY}).union(*map(_stage_modules, STAGE_FUNCTIONS.values()))
-    else:
-        needed = _stage_modules(STAGE_FUNCTIONS[stage])
-    missing = sorted(needed - RECORD_ONLY - _code_deps(stage))
-    assert not missing, f"dvc.yaml stage {stage!r} should list these deps: {missing}"
+@pytest.mark.parametrize("stage", STAGES)
+def test_dvc_yaml_lists_exactly_the_modules_a_stage_runs(stage):
+    """Missing: a stale result after an edit. Extra: a stage re-run by an edit it cannot see."""
+    needed = _stage_modules(stage) - RECORD_ONLY
     listed = _code_deps(stage)
-    assert all((ROOT / d).exists() for d in listed), sorted(d for d in listed if not (ROOT / d).exists())
+    missing, extra = sorted(needed - listed), sorted(listed - needed)
+    assert not missing, f"dvc.yaml stage {stage!r} should list these deps: {missing}"
+    assert not extra, f"dvc.yaml stage {stage!r} lists deps its code does not use: {extra}"
 
 
 def test_the_analysis_sees_the_bound_terms_of_evaluate():
     """The guard itself: evaluate reaches components/bound.py through the recipe's
     ``bound_terms`` and the registry through a function-local import; prepare reaches neither."""
     evaluate, prepare = _stage_modules("evaluate"), _stage_modules("prepare")
-    assert {"components/bound.py", "flows/registry.py", "flows/stages.py"} <= evaluate
+    assert {"components/bound.py", "flows/registry.py", "flows/stages/evaluate.py"} <= evaluate
+    assert {"flows/stages/__init__.py", "flows/stages/context.py"} <= evaluate
+    assert not {"flows/stages/fit.py", "flows/stages/align.py"} & evaluate
     assert "flows/registry.py" not in prepare and "components/bound.py" not in prepare
 
 
