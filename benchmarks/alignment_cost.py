@@ -10,7 +10,7 @@ method. Contenders, timed interleaved in one process (median of k; see recording
 (n, contender) pair of one K in the same loop, so that sizes are compared under the same load
 (on a shared machine run it with ``--threads 1``, see ``recording.arguments``):
 
-- ``recraft``: :func:`components.training.alignment_terms` with ``need=("fa", "fld")``, as stage 1
+- ``recraft``: :func:`components.align_loop.alignment_terms` with ``need=("fa", "fld")``, as stage 1
   calls it: FA (debiased Sinkhorn to the cloud, ``OT(cloud, cloud)`` precomputed) and FLD,
   which runs the frozen body (MiniLM-L6 shapes, random weights: the cost does not depend on
   them) and the source head on the tokens. ``recraft_obj`` is the same without the body (the
@@ -41,10 +41,10 @@ from orca_reference import ReferenceSource, reference_otdd
 from recording import arguments, environment, interleaved, median, parse, save, scaling_exponent
 from torch import nn
 
+from components.align_loop import AlignReference, alignment_terms
 from components.alignment import entropic_ot, entropic_ot_cost, sinkhorn_divergence
 from components.bodies import Body
 from components.config import AlignParams
-from components.training import AlignReference, alignment_terms
 
 B, T, D, C_SRC = 64, 10, 384, 11
 

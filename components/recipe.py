@@ -20,12 +20,13 @@ import torch
 
 from components import assets as assets_lib
 from components import bound
-from components.atomic import write_json
+from components.align_loop import AlignReference, align_embedder
 from components.bodies import load_body, load_tokenizer, masked_mean, resolve_body
-from components.checkpoints import TrainingCheckpoint, load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from components.checkpoints import TrainingCheckpoint, load_checkpoint
 from components.config import Params
 from components.data import CLASSIFICATION, PreparedMeta, Split
 from components.errors import UserError
+from components.fit_loop import fit_model
 from components.layout import Layout
 from components.methods import get_method
 from components.metrics import HIGHER_IS_BETTER, compute_metrics
@@ -34,6 +35,7 @@ from components.reference import REFERENCE_TASK_TYPES, fit_ridge
 from components.source import (
     SourceBatch,
     lipschitz_constants,
+    load_reference,
     read_conll,
     sentence_labels,
     source_cloud,
@@ -41,7 +43,6 @@ from components.source import (
     train_source_head,
 )
 from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
-from components.training import AlignReference, align_embedder, fit_model
 
 __all__ = [
     "Job",
@@ -49,9 +50,6 @@ __all__ = [
     "prepare",
     "body",
     "train_source",
-    "source_summary",
-    "save_source",
-    "load_reference",
     "load_meta",
     "embedder_config",
     "new_embedder",
@@ -174,22 +172,7 @@ def train_source(job: Job) -> dict:
         return SourceBatch(batch.input_ids[sl], batch.mask[sl], batch.labels[sl])
 
     train_b, val_b = part(slice(n_val, None)), part(slice(0, n_val))
-    head, history = train_source_head(
-        net,
-        train_b,
-        val_b,
-        len(classes),
-        cfg.epochs,
-        cfg.hinge_epochs,
-        cfg.lr,
-        cfg.batch_size,
-        cfg.tau,
-        cfg.rho,
-        params.seed,
-        cfg.balanced,
-        cfg.hinge_steps,
-        cfg.tau_quantile,
-    )
+    head, history = train_source_head(net, train_b, val_b, len(classes), cfg, params.seed)
     lipschitz = lipschitz_constants(net, head, val_b)
     return {
         "cloud": cloud,
@@ -199,40 +182,6 @@ def train_source(job: Job) -> dict:
         "classes": classes,
         "lipschitz": lipschitz,
     }
-
-
-def source_summary(out: dict, seconds: float) -> dict:
-    """What stage 0 reports (``metrics/source.json``, ``models/source/summary.json``)."""
-    final = out["history"][-1]
-    return {
-        "n_points": len(out["cloud"]),
-        "classes": list(out["classes"]),
-        "val_accuracy": final["val_accuracy"],
-        "val_balanced_accuracy": final["val_balanced_accuracy"],
-        "lipschitz": out["lipschitz"]["pooled"],
-        "token_grad_norm": out["lipschitz"]["token"],
-        "tau": final["tau"] or None,
-        "seconds": seconds,
-    }
-
-
-def save_source(directory: Path, out: dict, summary: dict) -> None:
-    """Stage 0's outputs in ``directory`` (``models/source``): what :func:`load_reference` and
-    :func:`bound_terms` read back."""
-    save_tensors(directory / "cloud.safetensors", {"cloud": out["cloud"], "labels": out["labels"].long()})
-    d = out["cloud"].shape[1]
-    save_checkpoint(directory / "head", out["head"], {"kind": "source_head", "n_classes": len(out["classes"]), "d": d})
-    write_json(directory / "summary.json", summary)
-
-
-def load_reference(layout: Layout) -> AlignReference:
-    """Stage 0's outputs: the source cloud and its labels, and the source head (built here, so
-    its initialisation draws from the global generator before the saved weights replace it)."""
-    tensors = load_tensors(layout.source_dir / "cloud.safetensors")
-    cfg = json.loads((layout.source_dir / "head" / "config.json").read_text())
-    head = torch.nn.Linear(cfg["d"], cfg["n_classes"])
-    load_checkpoint(layout.source_dir / "head", head, {"kind": "source_head"})
-    return AlignReference(tensors["cloud"], head, tensors.get("labels"))
 
 
 # ---------------------------------------------------------------- align (stage 1)

@@ -6,6 +6,7 @@ type that covers most of its tokens, or ``none`` when it has no entity.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,14 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from components.align_loop import AlignReference
+from components.atomic import write_json
 from components.bodies import Body, masked_mean
+from components.checkpoints import load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from components.config import SourceParams
 from components.distortion import lipschitz_hinge
 from components.errors import DataError
+from components.layout import Layout
 
 __all__ = [
     "Sentence",
@@ -31,6 +37,9 @@ __all__ = [
     "pooled_features",
     "balanced_accuracy",
     "lipschitz_constants",
+    "source_summary",
+    "save_source",
+    "load_reference",
 ]
 
 
@@ -138,35 +147,18 @@ def per_sample_grad_norms(
 
 
 def train_source_head(
-    body: Body,
-    train: SourceBatch,
-    val: SourceBatch,
-    n_classes: int,
-    epochs: int,
-    hinge_epochs: int,
-    lr: float,
-    batch_size: int,
-    tau: float | None,
-    rho: float,
-    seed: int,
-    balanced: bool = True,
-    hinge_steps: int | None = None,
-    tau_quantile: float = 0.5,
+    body: Body, train: SourceBatch, val: SourceBatch, n_classes: int, cfg: SourceParams, seed: int
 ) -> tuple[nn.Linear, list[dict[str, float]]]:
     """Train ``h_s = Linear(d, C_s)`` on mean-pooled ``g(theta(x))`` of the frozen body.
 
-    The first ``epochs - hinge_epochs`` epochs use cross-entropy on cached pooled features (the
-    body is frozen, so they never change). The last ``hinge_epochs`` epochs add the Lipschitz
-    hinge ``rho * mean max(0, ||grad_u loss_i|| - tau)^2``, which needs a double backward through
-    the body.
-
-    Args:
-        tau: hinge threshold; ``None`` calibrates it to the body: the ``tau_quantile`` quantile of
-            the per-sample norms measured on the training sentences when the hinge starts (a
-            fixed tau of 0.4 is never reached on MiniLM, whose norms are 4-7, and flattens the head).
-        balanced: weight the cross-entropy by inverse class frequency.
-        hinge_steps: cap on minibatches per hinge epoch (each costs a double backward through
-            the body); ``None`` runs full epochs.
+    The first ``cfg.epochs - cfg.hinge_epochs`` epochs use cross-entropy (class-balanced with
+    ``cfg.balanced``) on cached pooled features (the body is frozen, so they never change). The
+    last ``cfg.hinge_epochs`` epochs, of at most ``cfg.hinge_steps`` minibatches each, add the
+    Lipschitz hinge ``rho * mean max(0, ||grad_u loss_i|| - tau)^2``, which needs a double
+    backward through the body. ``cfg.tau`` None calibrates tau to the body: the
+    ``cfg.tau_quantile`` quantile of the per-sample norms measured on the training sentences when
+    the hinge starts (a fixed tau of 0.4 is never reached on MiniLM, whose norms are 4-7, and
+    flattens the head).
 
     Returns:
         The head and one dict per epoch (``train_loss``, ``hinge``, ``max_grad_norm`` and
@@ -176,7 +168,7 @@ def train_source_head(
     head = nn.Linear(body.hidden_size, n_classes)
     nn.init.normal_(head.weight, std=0.02, generator=gen)
     nn.init.zeros_(head.bias)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.01)
     body.eval()
     for p in body.parameters():
         p.requires_grad_(False)
@@ -186,49 +178,66 @@ def train_source_head(
     # Class-balanced cross-entropy: "none" is ~60% of WNUT sentences, and a head that mostly
     # predicts it gives near-uniform, useless predictions on target embeddings (FLD at ln C_s).
     counts = torch.bincount(train.labels, minlength=n_classes).clamp_min(1).float()
-    weight = (counts.sum() / (n_classes * counts)) if balanced else None
+    weight = (counts.sum() / (n_classes * counts)) if cfg.balanced else None
     history: list[dict[str, float]] = []
-    n = len(train.labels)
-    for epoch in range(epochs):
-        use_hinge = epoch >= epochs - hinge_epochs
+    tau = cfg.tau
+    for epoch in range(cfg.epochs):
+        use_hinge = epoch >= cfg.epochs - cfg.hinge_epochs
         if use_hinge and tau is None:  # calibrate once, on the head as the hinge finds it
-            norms = _grad_norms(body, head, train, batch_size)
-            tau = float(torch.quantile(norms, tau_quantile))
-        perm = torch.randperm(n, generator=gen)
-        tot_loss = tot_hinge = max_norm = sum_norm = 0.0
-        for step, start in enumerate(range(0, n, batch_size)):
-            if use_hinge and hinge_steps is not None and step >= hinge_steps:
-                break
-            idx = perm[start : start + batch_size]
-            if use_hinge:
-                losses, norms = per_sample_grad_norms(body, head, u_train[idx], train.mask[idx], train.labels[idx])
-                hinge = lipschitz_hinge(norms, tau, rho)
-                w = torch.ones_like(losses) if weight is None else weight[train.labels[idx]]
-                loss = (w * losses).sum() / w.sum() + hinge
-                tot_hinge += hinge.item() * len(idx)
-                max_norm = max(max_norm, norms.max().item())
-                sum_norm += norms.sum().item()
-            else:
-                loss = nn.functional.cross_entropy(head(feats[idx]), train.labels[idx], weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot_loss += loss.item() * len(idx)
+            tau = float(torch.quantile(_grad_norms(body, head, train, cfg.batch_size), cfg.tau_quantile))
+        perm = torch.randperm(len(train.labels), generator=gen)
+        hinge = (tau, cfg.rho, cfg.hinge_steps) if use_hinge else None
+        record = _source_epoch(body, head, opt, train, (u_train, feats, weight), perm, cfg.batch_size, hinge)
         with torch.no_grad():
             pred = head(val_feats).argmax(-1)
-        seen = n if not use_hinge or hinge_steps is None else min(n, hinge_steps * batch_size)
-        history.append(
-            {
-                "train_loss": tot_loss / seen,
-                "hinge": tot_hinge / seen,
-                "max_grad_norm": max_norm,
-                "mean_grad_norm": sum_norm / seen if use_hinge else 0.0,
-                "tau": tau if use_hinge else 0.0,
-                "val_accuracy": (pred == val.labels).float().mean().item(),
-                "val_balanced_accuracy": balanced_accuracy(pred, val.labels, n_classes),
-            }
-        )
+        record["val_accuracy"] = (pred == val.labels).float().mean().item()
+        record["val_balanced_accuracy"] = balanced_accuracy(pred, val.labels, n_classes)
+        history.append(record)
     return head, history
+
+
+def _source_epoch(
+    body: Body,
+    head: nn.Linear,
+    opt: torch.optim.Optimizer,
+    train: SourceBatch,
+    cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    perm: torch.Tensor,
+    batch_size: int,
+    hinge: tuple[float, float, int | None] | None,
+) -> dict[str, float]:
+    """One epoch of :func:`train_source_head` over ``perm``: cross-entropy on the cached pooled
+    features, or with ``hinge`` = (tau, rho, steps cap) the weighted loss plus the hinge, through
+    the body from the cached tokens. ``cached``: (tokens, pooled features, class weights)."""
+    u_train, feats, weight = cached
+    n = len(train.labels)
+    tot_loss = tot_hinge = max_norm = sum_norm = 0.0
+    for step, start in enumerate(range(0, n, batch_size)):
+        if hinge is not None and hinge[2] is not None and step >= hinge[2]:
+            break
+        idx = perm[start : start + batch_size]
+        if hinge is not None:
+            losses, norms = per_sample_grad_norms(body, head, u_train[idx], train.mask[idx], train.labels[idx])
+            penalty = lipschitz_hinge(norms, hinge[0], hinge[1])
+            w = torch.ones_like(losses) if weight is None else weight[train.labels[idx]]
+            loss = (w * losses).sum() / w.sum() + penalty
+            tot_hinge += penalty.item() * len(idx)
+            max_norm = max(max_norm, norms.max().item())
+            sum_norm += norms.sum().item()
+        else:
+            loss = nn.functional.cross_entropy(head(feats[idx]), train.labels[idx], weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot_loss += loss.item() * len(idx)
+    seen = n if hinge is None or hinge[2] is None else min(n, hinge[2] * batch_size)
+    return {
+        "train_loss": tot_loss / seen,
+        "hinge": tot_hinge / seen,
+        "max_grad_norm": max_norm,
+        "mean_grad_norm": sum_norm / seen if hinge is not None else 0.0,
+        "tau": hinge[0] if hinge is not None else 0.0,
+    }
 
 
 def _grad_norms(body: Body, head: nn.Module, batch: SourceBatch, chunk: int) -> torch.Tensor:
@@ -287,3 +296,37 @@ def lipschitz_constants(body: Body, head: nn.Module, batch: SourceBatch, chunk: 
         best["token"] = max(best["token"], grad.flatten(1).norm(dim=1).max().item())
         best["pooled"] = max(best["pooled"], grad.sum(dim=1).norm(dim=1).max().item())
     return best
+
+
+def source_summary(out: dict, seconds: float) -> dict:
+    """What stage 0 reports (``metrics/source.json``, ``models/source/summary.json``)."""
+    final = out["history"][-1]
+    return {
+        "n_points": len(out["cloud"]),
+        "classes": list(out["classes"]),
+        "val_accuracy": final["val_accuracy"],
+        "val_balanced_accuracy": final["val_balanced_accuracy"],
+        "lipschitz": out["lipschitz"]["pooled"],
+        "token_grad_norm": out["lipschitz"]["token"],
+        "tau": final["tau"] or None,
+        "seconds": seconds,
+    }
+
+
+def save_source(directory: Path, out: dict, summary: dict) -> None:
+    """Stage 0's outputs in ``directory`` (``models/source``): what :func:`load_reference` and
+    :func:`components.recipe.bound_terms` read back."""
+    save_tensors(directory / "cloud.safetensors", {"cloud": out["cloud"], "labels": out["labels"].long()})
+    d = out["cloud"].shape[1]
+    save_checkpoint(directory / "head", out["head"], {"kind": "source_head", "n_classes": len(out["classes"]), "d": d})
+    write_json(directory / "summary.json", summary)
+
+
+def load_reference(layout: Layout) -> AlignReference:
+    """Stage 0's outputs: the source cloud and its labels, and the source head (built here, so
+    its initialisation draws from the global generator before the saved weights replace it)."""
+    tensors = load_tensors(layout.source_dir / "cloud.safetensors")
+    cfg = json.loads((layout.source_dir / "head" / "config.json").read_text())
+    head = torch.nn.Linear(cfg["d"], cfg["n_classes"])
+    load_checkpoint(layout.source_dir / "head", head, {"kind": "source_head"})
+    return AlignReference(tensors["cloud"], head, tensors.get("labels"))

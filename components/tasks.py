@@ -1,13 +1,13 @@
 """Target tasks: a registry of loaders that turn extracted assets (or generators) into arrays.
 
-Adding a task is one registered loader function plus its entry in :data:`TASKS`. A user's own
+Adding a task is one loader function (in components/task_loaders.py) plus its entry in
+:data:`TASKS`. A user's own
 data needs no entry: ``npz:PATH`` and ``pdebench:PATH`` name a file, and :func:`get_task` builds
 the spec on the fly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ import numpy as np
 from components.data import (
     CLASSIFICATION,
     TASK_TYPES,
+    Loader,
+    RawTask,
     Split,
     apply_normalisation,
     assign_clusters,
@@ -29,24 +31,31 @@ from components.data import (
     with_groups,
 )
 from components.errors import DataError, UserError
-from components.npzfile import read_npz
+from components.task_loaders import (
+    ECG_WINDOW,
+    load_advection,
+    load_burgers,
+    load_darcy,
+    load_diffusion_reaction,
+    load_dna,
+    load_ecg,
+    load_motion,
+    load_peptides,
+    load_tecator,
+    load_vowels,
+)
+from components.user_data import USER_FILE, USER_READERS, load_user_npz, load_user_pdebench
 
 __all__ = [
-    "RawTask",
     "TaskSpec",
     "TASKS",
     "DEFAULT_METRIC",
-    "USER_FILE",
     "get_task",
     "task_slug",
     "resolve_task_type",
     "preflight",
-    "load_pdebench",
     "check_raw",
     "prepare_splits",
-    "load_npz",
-    "read_fasta",
-    "one_hot_dna",
 ]
 
 #: The headline metric of each task type when a task does not name its own.
@@ -57,31 +66,6 @@ DEFAULT_METRIC = {
     "regression": "rmse",
     "field": "nrmse",
 }
-
-#: Name of a user's file once the assets stage has copied it into the target asset directory.
-USER_FILE = {"npz": "data.npz", "pdebench": "data.hdf5"}
-
-
-@dataclass(frozen=True)
-class RawTask:
-    """A task's arrays before validation is carved out of training data.
-
-    Attributes:
-        train: training split (``groups`` unset).
-        test: test split, or ``None`` when the source ships one pool (prepare carves it).
-        val: a validation split the source ships (usually ``None``: prepare carves it).
-        class_names: name of each label index (classification), else ``()``.
-        task_type: set by loaders that know it; ``None`` means infer from the arrays.
-    """
-
-    train: Split
-    test: Split | None
-    val: Split | None = None
-    class_names: tuple[str, ...] = ()
-    task_type: str | None = None
-
-
-Loader = Callable[[Path, Any], RawTask]
 
 
 @dataclass(frozen=True)
@@ -98,7 +82,7 @@ class TaskSpec:
         modality: a word for humans (``recraft tasks``).
         source: where the data comes from, for humans.
         shapes: input and target shapes, for humans (``C x L -> K classes``).
-        asset: the registered asset (``components.assets.ASSETS``) holding the raw files, or
+        asset: the registered asset (``components.asset_registry.ASSETS``) holding the raw files, or
             ``None`` for generated data and user files.
         user_file: a user's file, copied into the target asset directory by the assets stage.
         stored_as: the name of that copy (what the loader reads).
@@ -222,71 +206,6 @@ def prepare_splits(
 # ---------------------------------------------------------------- user data
 
 
-def _npz_split(arrays: dict[str, np.ndarray], path: Path, part: str, required: bool) -> Split | None:
-    kx, ky, km = f"x_{part}", f"y_{part}", f"mask_{part}"
-    if kx not in arrays and ky not in arrays:
-        if required:
-            raise DataError(
-                f"{path}: array {kx!r} is missing; expected x_train, y_train, x_test, y_test "
-                f"(optionally x_val, y_val); found {', '.join(sorted(arrays)) or 'no arrays'}"
-            )
-        return None
-    for key in (kx, ky):
-        if key not in arrays:
-            raise DataError(f"{path}: array {key!r} is missing while its partner is present")
-    x, y = arrays[kx], arrays[ky]
-    if x.ndim == 2:  # (N, L): one channel
-        x = x[:, None, :]
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: array {kx!r} has dtype {x.dtype}; expected numbers")
-    mask = arrays[km].astype(bool) if km in arrays else None
-    if y.dtype == bool:
-        y = y.astype(np.int64)
-    elif np.issubdtype(y.dtype, np.integer):
-        y = y.astype(np.int64)
-    elif np.issubdtype(y.dtype, np.floating):
-        y = y.astype(np.float32)
-    else:
-        raise DataError(f"{path}: array {ky!r} has dtype {y.dtype}; expected integer labels or floats")
-    return Split(x.astype(np.float32), y, mask=mask)
-
-
-def load_npz(path: str | Path) -> RawTask:
-    """Read a user's ``.npz``: ``x_train``, ``y_train``, ``x_test``, ``y_test``, optionally ``x_val``/``y_val``.
-
-    ``x`` is (N, L), (N, C, L) or (N, C, H, W); an optional ``mask_<split>`` (N, L) marks the real
-    steps of padded sequences. Never unpickles.
-    """
-    path = Path(path)
-    arrays = read_npz(path)
-    train = _npz_split(arrays, path, "train", True)
-    test = _npz_split(arrays, path, "test", True)
-    val = _npz_split(arrays, path, "val", False)
-    return RawTask(train=train, test=test, val=val)
-
-
-def load_pdebench(path: str | Path, data: Any) -> RawTask:
-    """A PDEBench HDF5 file as one pool of (initial condition -> later snapshots) pairs."""
-    from components.pdebench import read_pdebench
-
-    x, y = read_pdebench(path, n_snapshots=data.n_snapshots)
-    return RawTask(train=Split(x, y), test=None, task_type="field")
-
-
-_USER_READERS: dict[str, Callable[[Path, Any], RawTask]] = {
-    "npz": lambda path, data: load_npz(path),
-    "pdebench": load_pdebench,
-}
-
-
-def _load_user_npz(root: Path, data: Any) -> RawTask:
-    return _USER_READERS["npz"](root / USER_FILE["npz"], data)
-
-
-def _load_user_pdebench(root: Path, data: Any) -> RawTask:
-    return _USER_READERS["pdebench"](root / USER_FILE["pdebench"], data)
-
-
 def preflight(spec: TaskSpec, data: Any) -> str | None:
     """Read and check a user's file where it lies, before any stage runs.
 
@@ -300,247 +219,15 @@ def preflight(spec: TaskSpec, data: Any) -> str | None:
             raise UserError(f"data.task_type={data.task_type!r} contradicts the task, which is {spec.task_type!r}")
         return None
     kind = next(k for k, name in USER_FILE.items() if name == spec.stored_as)
-    raw = _USER_READERS[kind](spec.user_file, data)
+    raw = USER_READERS[kind](spec.user_file, data)
     task_type = resolve_task_type(spec, raw, data.task_type)
     check_raw(raw, str(spec.user_file), task_type)
     return task_type
 
 
-# ---------------------------------------------------------------- dna
-
-
-_DNA_INDEX = {"A": 0, "C": 1, "G": 2, "T": 3}
-
-
-def read_fasta(path: str | Path) -> list[str]:
-    """Read the sequences of a FASTA file (headers dropped, multi-line records joined)."""
-    path = Path(path)
-    seqs: list[str] = []
-    current: list[str] = []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read FASTA file {path}: {exc}") from exc
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith(">"):
-            if current:
-                seqs.append("".join(current))
-            current = []
-        else:
-            current.append(line.upper())
-    if current:
-        seqs.append("".join(current))
-    if not seqs:
-        raise DataError(f"FASTA file {path} holds no sequences")
-    return seqs
-
-
-def one_hot_dna(seqs: list[str], source: str = "sequences") -> np.ndarray:
-    """One-hot encode equal-length DNA strings as (N, 4, L) float32 in A, C, G, T order.
-
-    Ambiguous bases (``N`` and other IUPAC codes) become all-zero columns.
-    """
-    lengths = {len(s) for s in seqs}
-    if len(lengths) != 1:
-        raise DataError(f"{source}: sequences have unequal lengths {sorted(lengths)[:5]}; expected one length")
-    length = lengths.pop()
-    codes = np.full((len(seqs), length), -1, dtype=np.int64)
-    for i, seq in enumerate(seqs):
-        codes[i] = [_DNA_INDEX.get(base, -1) for base in seq]
-    out = np.zeros((len(seqs), 4, length), dtype=np.float32)
-    n_idx, pos_idx = np.nonzero(codes >= 0)
-    out[n_idx, codes[n_idx, pos_idx], pos_idx] = 1.0
-    return out
-
-
-def _load_dna(root: Path, data: Any) -> RawTask:
-    """Oct4 (label 1: ``sample*.fa``) against Mafk (label 0: ``sample2*.fa``) peaks."""
-    del data
-
-    def pair(pos_file: str, neg_file: str) -> Split:
-        pos = read_fasta(root / pos_file)
-        neg = read_fasta(root / neg_file)
-        x = one_hot_dna(pos + neg, source=f"{root / pos_file} + {root / neg_file}")
-        y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.int64)
-        return Split(x, y)
-
-    return RawTask(
-        train=pair("sample.fa", "sample2.fa"),
-        test=pair("sample_test.fa", "sample2_test.fa"),
-        class_names=("Mafk", "Oct4"),
-    )
-
-
-# ---------------------------------------------------------------- proteins, sensors, ECG
-
-
-def _load_peptides(root: Path, data: Any) -> RawTask:
-    """modlamp AMP (1) vs UniProt (0) peptides, one-hot over 20 amino acids, padded and masked.
-
-    The set repeats sequences (4,642 distinct of 5,200, 22 under both labels): duplicates are
-    dropped and contradictory sequences removed before any split, so no test sequence is seen in
-    training. The source ships no test split; prepare carves one.
-    """
-    from components.readers import one_hot_protein, read_amp
-
-    del data
-    seqs, y, class_names = read_amp(root / "AMPvsUniProt.csv")
-    labels: dict[str, set[int]] = {}
-    for seq, label in zip(seqs, y.tolist(), strict=True):
-        labels.setdefault(seq, set()).add(label)
-    keep = sorted(s for s, ls in labels.items() if len(ls) == 1)  # sorted: independent of file order
-    x, mask = one_hot_protein(keep)
-    y = np.array([labels[s].pop() for s in keep], dtype=np.int64)
-    return RawTask(train=Split(x, y, mask=mask), test=None, class_names=class_names)
-
-
-def _uea_task(root: Path, name: str) -> RawTask:
-    """A UEA multivariate set from its ``_TRAIN.ts`` / ``_TEST.ts`` files, padded to one length."""
-    from components.readers import read_ts
-
-    train, test = read_ts(root / f"{name}_TRAIN.ts"), read_ts(root / f"{name}_TEST.ts")
-    length = max(train.x.shape[-1], test.x.shape[-1])
-    index = {c: i for i, c in enumerate(train.class_names)}
-
-    def split(ts) -> Split:
-        pad = length - ts.x.shape[-1]
-        x = np.pad(ts.x, ((0, 0), (0, 0), (0, pad)))
-        mask = np.pad(ts.mask, ((0, 0), (0, pad)))
-        y = np.array([index[c] for c in ts.labels], dtype=np.int64)
-        return Split(x, y, mask=None if mask.all() else mask)
-
-    return RawTask(train=split(train), test=split(test), class_names=tuple(train.class_names))
-
-
-def _load_motion(root: Path, data: Any) -> RawTask:
-    """BasicMotions: 6-axis accelerometer and gyroscope, 100 steps, 4 activities (40 + 40 cases)."""
-    del data
-    return _uea_task(root, "BasicMotions")
-
-
-def _load_vowels(root: Path, data: Any) -> RawTask:
-    """JapaneseVowels: 12 LPC cepstra over 7..29 frames (padded to 29 and masked), 9 speakers."""
-    del data
-    return _uea_task(root, "JapaneseVowels")
-
-
-def _load_tecator(root: Path, data: Any) -> RawTask:
-    """Tecator: near-infrared absorbance spectra (850-1050 nm, 100 channels) of meat -> fat (%).
-
-    The spectrum is one channel of 100 steps; the target is the fat content measured by chemical
-    analysis. The files hold 172 training and 43 test cases, with exact repeats: 14 training
-    spectra repeat another training spectrum, and 8 repeat a test spectrum (same fat value each
-    time). Training keeps the first copy of each spectrum that is not in the test split: 150 cases.
-    """
-    from components.readers import read_ts
-
-    del data
-
-    def split(name: str) -> Split:
-        ts = read_ts(root / name)
-        return Split(ts.x, ts.labels.astype(np.float32))
-
-    train, test = split("Tecator_TRAIN.ts"), split("Tecator_TEST.ts")
-    seen = {row.tobytes() for row in test.x}
-    keep = []
-    for i, row in enumerate(train.x):
-        if (key := row.tobytes()) not in seen:
-            seen.add(key)
-            keep.append(i)
-    return RawTask(train=train.take(np.asarray(keep)), test=test, task_type="regression")
-
-
-#: ECG window length in steps (MIT-BIH is sampled at 360 Hz: 10 steps is 28 ms).
-ECG_WINDOW = 10
-
-
-def _load_ecg(root: Path, data: Any) -> RawTask:
-    """sktime's ``mitdb.csv``: one 7,500-step ECG record with a 0/1 anomaly label per step.
-
-    The record holds one anomalous episode (352 steps). It is cut into non-overlapping windows of
-    :data:`ECG_WINDOW` steps (no step is shared between windows, so none leaks across splits);
-    a window is anomalous (1) when most of its steps are. About 5% of windows are positive, so
-    the task is imbalanced; prepare carves a stratified test split.
-    """
-    from components.readers import read_mitdb
-
-    del data
-    x, y = read_mitdb(root / "mitdb.csv")
-    n = x.shape[-1] // ECG_WINDOW
-    windows = x[0, :, : n * ECG_WINDOW].reshape(1, n, ECG_WINDOW).transpose(1, 0, 2)  # (n, 1, W)
-    labels = (y[0, : n * ECG_WINDOW].reshape(n, ECG_WINDOW).mean(axis=1) > 0.5).astype(np.int64)
-    return RawTask(train=Split(np.ascontiguousarray(windows), labels), test=None, class_names=("normal", "anomaly"))
-
-
-# ---------------------------------------------------------------- PDE fields
-
-
-def _load_darcy(root: Path, data: Any) -> RawTask:
-    """neuraloperator's Darcy flow at 16 x 16: binary permeability (1, 16, 16) -> pressure (1, 16, 16).
-
-    1,000 training and 50 test cases (``darcy_test_16.pt``).
-    """
-    from components.readers import read_neuralop_pt
-
-    del data
-
-    def split(name: str) -> Split:
-        arrays = read_neuralop_pt(root / name, keys=("x", "y"))
-        return Split(arrays["x"].astype(np.float32)[:, None], arrays["y"].astype(np.float32)[:, None])
-
-    return RawTask(train=split("darcy_train_16.pt"), test=split("darcy_test_16.pt"), task_type="field")
-
-
-def _load_burgers(root: Path, data: Any) -> RawTask:
-    """neuraloperator's low-resolution Burgers (viscosity 0.01): u0 (1, 16) -> u(t, x) (16, 16).
-
-    ``output[:, 0]`` is the initial condition itself, so the target is the 16 later time steps,
-    one per output channel. 1,200 cases and no test split: prepare carves one.
-    """
-    from components.readers import read_neuralop_pt
-
-    arrays = read_neuralop_pt(root / "burgers_lowres.pt", keys=("input", "output"))
-    del data
-    x = arrays["input"].astype(np.float32)[:, None]
-    y = arrays["output"][:, 1:].astype(np.float32)
-    return RawTask(train=Split(x, y), test=None, task_type="field")
-
-
-# ---------------------------------------------------------------- generated PDEs
-
-
-def _load_advection(root: Path, data: Any) -> RawTask:
-    """PDEBench 1D advection (beta = 0.4, periodic): exact solutions of random initial conditions."""
-    from components.pde import generate_advection
-
-    del root
-    x, y = generate_advection(
-        data.n_samples, data.resolution, data.generator_seed, t_final=data.t_final or 2.0, n_snapshots=data.n_snapshots
-    )
-    return RawTask(train=Split(x, y), test=None, task_type="field")
-
-
-def _load_diffusion_reaction(root: Path, data: Any) -> RawTask:
-    """PDEBench 1D diffusion-reaction (nu = 0.5, rho = 1.0, periodic), solved by Strang splitting."""
-    from components.pde import generate_diffusion_reaction
-
-    del root
-    x, y = generate_diffusion_reaction(
-        data.n_samples,
-        data.resolution,
-        data.generator_seed,
-        t_final=data.t_final or 0.1,
-        n_snapshots=data.n_snapshots,
-    )
-    return RawTask(train=Split(x, y), test=None, task_type="field")
-
-
 TASKS: dict[str, TaskSpec] = {
     "dna": TaskSpec(
-        loader=_load_dna,
+        loader=load_dna,
         task_type="binary",
         metric="accuracy",
         modality="DNA",
@@ -552,7 +239,7 @@ TASKS: dict[str, TaskSpec] = {
         released_epochs=13,
     ),
     "peptides": TaskSpec(
-        loader=_load_peptides,
+        loader=load_peptides,
         task_type="binary",
         metric="accuracy",
         modality="protein",
@@ -562,7 +249,7 @@ TASKS: dict[str, TaskSpec] = {
         normalise=False,
     ),
     "ecg": TaskSpec(
-        loader=_load_ecg,
+        loader=load_ecg,
         task_type="binary",
         metric="f1",
         modality="ECG",
@@ -572,7 +259,7 @@ TASKS: dict[str, TaskSpec] = {
         released_epochs=15,
     ),
     "motion": TaskSpec(
-        loader=_load_motion,
+        loader=load_motion,
         task_type="multiclass",
         metric="accuracy",
         modality="motion sensors",
@@ -581,7 +268,7 @@ TASKS: dict[str, TaskSpec] = {
         asset="basic-motions",
     ),
     "vowels": TaskSpec(
-        loader=_load_vowels,
+        loader=load_vowels,
         task_type="multiclass",
         metric="accuracy",
         modality="speech features",
@@ -590,7 +277,7 @@ TASKS: dict[str, TaskSpec] = {
         asset="japanese-vowels",
     ),
     "tecator": TaskSpec(
-        loader=_load_tecator,
+        loader=load_tecator,
         task_type="regression",
         metric="rmse",
         modality="NIR spectroscopy",
@@ -599,7 +286,7 @@ TASKS: dict[str, TaskSpec] = {
         asset="tecator",
     ),
     "darcy": TaskSpec(
-        loader=_load_darcy,
+        loader=load_darcy,
         task_type="field",
         metric="rel_l2",
         modality="PDE field (2D)",
@@ -609,7 +296,7 @@ TASKS: dict[str, TaskSpec] = {
         released_epochs=100,
     ),
     "burgers": TaskSpec(
-        loader=_load_burgers,
+        loader=load_burgers,
         task_type="field",
         metric="nrmse",
         modality="PDE field (1D to space-time)",
@@ -619,7 +306,7 @@ TASKS: dict[str, TaskSpec] = {
         released_epochs=200,
     ),
     "advection": TaskSpec(
-        loader=_load_advection,
+        loader=load_advection,
         task_type="field",
         metric="nrmse",
         modality="PDE field (1D)",
@@ -628,7 +315,7 @@ TASKS: dict[str, TaskSpec] = {
         released_epochs=200,
     ),
     "diffusion_reaction": TaskSpec(
-        loader=_load_diffusion_reaction,
+        loader=load_diffusion_reaction,
         task_type="field",
         metric="nrmse",
         modality="PDE field (1D)",
@@ -659,7 +346,7 @@ def get_task(name: str) -> TaskSpec:
         path = Path(rest).expanduser()
         if not path.is_file():
             raise UserError(f"task {name!r}: the file {path} does not exist", hint=f"expected --task {kind}:PATH")
-        loader = _load_user_npz if kind == "npz" else _load_user_pdebench
+        loader = load_user_npz if kind == "npz" else load_user_pdebench
         return TaskSpec(
             loader=loader,
             task_type=None if kind == "npz" else "field",

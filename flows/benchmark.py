@@ -11,9 +11,7 @@ each run's evaluate stage.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from prefect import flow
 
-from components.atomic import write_json, write_text
 from components.config import Params
 from components.errors import UserError
 from components.leaderboard import (
@@ -38,9 +35,11 @@ from components.leaderboard import (
     to_error,
 )
 from components.tasks import task_slug
+from flows.bench_report import REFERENCES, write_report
 from flows.params import apply_overrides, parse_params, task_values
 from flows.pipeline import make_context, pipeline, stage_params
 from flows.settings import Settings
+from flows.stages.context import StageContext
 from flows.tracking import tag_workspace_runs
 
 __all__ = ["benchmark", "check_variants", "result_row", "summarise", "write_report"]
@@ -129,19 +128,24 @@ def benchmark(
             for method in seed_methods:
                 root = out_dir / "cells" / f"{task_slug(task)}-seed{seed}" / method
                 params = _cell_params(base, task, method, seed, variants.get(method))
-                ctx = make_context(params, settings, root)
-                for rel in ("data/assets", "data/prepared"):
-                    _link_tree(data_root / rel, root / rel)
-                _link_tree(stage0 / "models/source", root / "models/source")
-                result = pipeline(ctx, start="tune")  # a finished cell is read back, not rerun
-                tags = {"recraft.benchmark": name}
-                if method in variants:
-                    tags["recraft.variant"] = method
-                tag_workspace_runs(settings, root, tags)
+                tags = {"recraft.benchmark": name} | ({"recraft.variant": method} if method in variants else {})
+                result = _run_cell(make_context(params, settings, root), data_root, stage0, tags)
                 rows.append({**result_row(result), "method": method})
     summary = summarise(rows, {label: m for label, (m, _) in variants.items()})
     write_report(summary, rows, out_dir)
     return summary
+
+
+def _run_cell(ctx: StageContext, data_root: Path, stage0: Path, tags: dict[str, str]) -> dict:
+    """One cell: link the shared assets, prepared splits and stage-0 outputs into its workspace,
+    run tune to evaluate (a finished cell is read back, not rerun) and tag its MLflow runs."""
+    root = ctx.layout.root
+    for rel in ("data/assets", "data/prepared"):
+        _link_tree(data_root / rel, root / rel)
+    _link_tree(stage0 / "models/source", root / "models/source")
+    result = pipeline(ctx, start="tune")
+    tag_workspace_runs(ctx.settings, root, tags)
+    return result
 
 
 def check_variants(variants: dict[str, tuple[str, list[str]]], methods: list[str], base: dict | None = None) -> None:
@@ -202,10 +206,6 @@ def result_row(result: dict) -> dict:
         if (value := result.get(f"reference/{name}/{metric}")) is not None:
             row[f"reference/{name}"] = to_error(value, higher)
     return row
-
-
-#: The reference predictors evaluate scores beside ours (components/reference.py).
-REFERENCES = ("ridge", "mean")
 
 
 def _references(rows: list[dict], tasks: list[str]) -> dict[str, dict[str, float]]:
@@ -298,113 +298,3 @@ def _paired(rows: list[dict], methods: list[str], tasks: list[str], comparisons:
     for key, value in out.items():
         value["p_holm"] = adjusted[key]
     return out
-
-
-def _fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _sig(x: float) -> str:
-    """An error or a difference of errors to 3 significant figures: field errors run from 1e-7
-    (a solved linear map) to 1, and a fixed 3 decimals showed the small ones as 0.000."""
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
-
-
-def write_report(summary: dict, rows: list[dict], out_dir: Path) -> None:
-    """``runs.csv`` (one row per run), ``table.csv`` and ``table.md`` (per cell), ``summary.json``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("bound/"), k))
-    for path, records, header in (
-        (out_dir / "runs.csv", rows, keys),
-        (
-            out_dir / "table.csv",
-            [{"cell": k, **v, "ratio_to_nft": summary["ratio_to_nft"].get(k)} for k, v in summary["cells"].items()],
-            ["cell", "mean", "std", "n", "ratio_to_nft"],
-        ),
-    ):
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(records)
-        os.replace(tmp, path)
-    write_json(out_dir / "summary.json", summary)
-    write_text(out_dir / "table.md", markdown(summary))
-
-
-def markdown(summary: dict) -> str:
-    """The results as Markdown: test error mean +- std per task and method, then the summary rows."""
-    methods, tasks = summary["methods"], summary["tasks"]
-    lines = [
-        "Test error (lower is better; 1 - metric for higher-is-better metrics), mean ± std over seeds, "
-        "and the ratio to `nft`. Fields and regression also show the linear references fitted on the "
-        "same splits (ridge, penalty chosen on validation; the training mean), averaged over seeds.",
-        "",
-        "| task (metric) | " + " | ".join(methods) + " | " + " | ".join(REFERENCES) + " |",
-        "|---|" + "---|" * (len(methods) + len(REFERENCES)),
-    ]
-    refs = summary.get("references", {})
-    for t in tasks:
-        row = []
-        for m in methods:
-            c = summary["cells"].get(f"{t}/{m}")
-            ratio = summary["ratio_to_nft"].get(f"{t}/{m}")
-            row.append("–" if c is None else f"{_sig(c['mean'])} ± {_sig(c['std'])} ({_fmt(ratio, 2)})")
-        row += [_sig(refs[t][n]) if n in refs.get(t, {}) else "–" for n in REFERENCES]
-        lines.append(f"| {t} ({summary['metric'][t]}) | " + " | ".join(row) + " |")
-    blank = " | –" * len(REFERENCES)
-    ranks = " | ".join(_fmt(summary["average_rank"][m], 2) for m in methods)
-    lines.append(f"| average rank | {ranks}{blank} |")
-    geo = summary["geomean_ratio_to_nft"]
-    lines.append("| geo-mean ratio to nft | " + " | ".join(_fmt(geo[m], 3) for m in methods) + f"{blank} |")
-    b = summary["bound_spearman"]
-    lines += [
-        "",
-        f"Bound report: Spearman rho between `bound/value` and test error over {b['n']} runs = "
-        f"{_fmt(b['rho'])} (p = {_fmt(b['p'])}).",
-    ]
-    for task in tasks:  # every task, also one without bound values (rho n/a)
-        v = b["per_task"].get(task, {"rho": math.nan, "p": math.nan, "n": 0})
-        lines.append(f"- {task}: rho = {_fmt(v['rho'])} (p = {_fmt(v['p'])}, {v['n']} runs)")
-    wins = summary["recraft_at_least_as_good_share"]
-    if wins:
-        lines.append("")
-        lines.append(
-            "Share of tasks where recraft's mean error is <= the other method's: "
-            + ", ".join(f"{m} {v:.0%}" for m, v in wins.items())
-        )
-    lines += _paired_markdown(summary.get("paired", {}))
-    if summary.get("ablation"):
-        lines += ["", "Ablation: each variant against the method it varies (Holm among the variants)."]
-        lines += _paired_markdown(summary["ablation"])
-    collapsed = summary.get("collapsed", {})
-    if collapsed:
-        lines += ["", "Runs that collapsed to a constant test prediction:"]
-        lines += [f"- {m}: {c['collapsed']} of {c['runs']}" for m, c in collapsed.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _paired_markdown(paired: dict) -> list[str]:
-    """The paired-comparisons table, then one pooled-test line per comparison."""
-    if not paired:
-        return []
-    lines = [
-        "",
-        "Paired comparisons: per-seed test error of the first method minus the second's "
-        "(negative: the first is better), mean with a 95% bootstrap interval.",
-        "",
-        "| task | comparison | n seeds | mean diff | 95% CI |",
-        "|---|---|---|---|---|",
-    ]
-    for c in paired.values():
-        for task, v in c["per_task"].items():
-            ci = f"[{_sig(v['low'])}, {_sig(v['high'])}]"
-            lines.append(f"| {task} | {c['a']} - {c['b']} | {v['n']} | {_sig(v['mean'])} | {ci} |")
-    lines.append("")
-    for c in paired.values():
-        lines.append(
-            f"- {c['a']} vs {c['b']}: pooled over {c['n']} paired runs on {c['tasks']} tasks, "
-            f"exact sign-flip p = {_fmt(c['p'])}, Holm-adjusted p = {_fmt(c['p_holm'])}; "
-            f"{c['a']}'s mean error <= {c['b']}'s on {c['tasks_a_at_least_as_good']} of {c['tasks']} tasks."
-        )
-    return lines

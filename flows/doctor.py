@@ -96,7 +96,7 @@ def _device(settings: Settings) -> tuple[str, str]:
 
 def _wheel_state(wheel, cache: Path) -> str:
     """``verified``, ``corrupt`` (a cached copy fails its sha256) or ``missing``."""
-    from components.assets import cached_wheel
+    from components.wheels import cached_wheel
 
     if cached_wheel(wheel, cache) is not None:
         return "verified"
@@ -105,7 +105,7 @@ def _wheel_state(wheel, cache: Path) -> str:
 
 def _assets(settings: Settings) -> list[Check]:
     """Each registered asset's wheels in the cache, then the workspace's extracted asset folders."""
-    from components.assets import ASSETS, wheels_of
+    from components.asset_registry import ASSETS, wheels_of
 
     cache = settings.wheel_cache.expanduser()
     seen: dict = {}  # wheels shared by several assets (sktime, neuraloperator) are hashed once

@@ -12,13 +12,13 @@ import yaml
 from prefect import flow
 from prefect import tags as prefect_tags
 
-from components.assets import sha256_file
 from components.atomic import recover, write_json
 from components.config import Params
 from components.errors import UserError
 from components.faults import fault_point
 from components.layout import ORDER
 from components.tasks import get_task
+from components.wheels import sha256_file
 from flows.lock import workspace_lock
 from flows.settings import parent_tags
 from flows.stages import StageContext, make_context, stage_flow
@@ -32,7 +32,7 @@ def _stage_context(name: str, ctx: StageContext) -> StageContext:
     """With ``use_tuned: true``, the stages after ``tune`` see the best values of its search."""
     if not ctx.params.use_tuned or name not in TUNED_STAGES:
         return ctx
-    from flows.tune import apply_tuned
+    from flows.search_space import apply_tuned
 
     return replace(ctx, params=apply_tuned(ctx.params, ctx.layout.tuned_params))
 

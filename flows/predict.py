@@ -35,7 +35,7 @@ class Inputs:
 def read_inputs(path: Path, split: str = "test") -> Inputs:
     """Read ``x_<split>`` (or ``x``), and if present ``y_<split>`` / ``y`` and ``mask_<split>`` / ``mask``.
 
-    The layout is the bring-your-own-data ``.npz`` (:func:`components.tasks.load_npz`), so a
+    The layout is the bring-your-own-data ``.npz`` (:func:`components.user_data.load_npz`), so a
     user's data file works as it is. Never unpickles.
     """
     from components.data import validate_arrays
@@ -59,7 +59,7 @@ def read_inputs(path: Path, split: str = "test") -> Inputs:
             "expected numbers shaped (N, L), (N, C, L) or (N, C, H, W)"
         )
     x = x[:, None, :] if x.ndim == 2 else x  # (N, L): one channel
-    if y is not None:  # the dtypes the prepare stage gives targets (components.tasks.load_npz)
+    if y is not None:  # the dtypes the prepare stage gives targets (components.user_data.load_npz)
         if y.dtype != bool and not np.issubdtype(y.dtype, np.number):
             raise DataError(f"{path}: array {ky!r} has dtype {y.dtype}; expected integer labels or floats")
         integer = y.dtype == bool or np.issubdtype(y.dtype, np.integer)
@@ -89,7 +89,7 @@ def resolve_model(spec: str, settings: Settings, scratch: Path) -> Path:
     store = sqlite_file(tracking)
     if store is not None and not store.is_file():  # opening it would create it
         raise UserError(f"no MLflow tracking store at {tracking}", hint="run the pipeline, or set RECRAFT_TRACKING_URI")
-    from flows.tracking import download_model
+    from flows.registry import download_model
 
     local = download_model(spec, uri, tracking, scratch)
     return _local_model_dir(local, spec)
@@ -100,7 +100,7 @@ def _local_model_dir(path: Path, spec: str) -> Path:
     if (path / "config.json").is_file():
         return path
     if (path / "MLmodel").is_file():
-        from flows.tracking import pyfunc_artifacts
+        from flows.registry import pyfunc_artifacts
 
         artifacts = pyfunc_artifacts(path / "MLmodel")
         if "model" in artifacts and (path / artifacts["model"]["path"] / "config.json").is_file():

@@ -34,9 +34,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from components.assets import sha256_file
 from components.atomic import atomic_path
 from components.errors import AssetError, UserError
+from components.wheels import sha256_file
 
 __all__ = ["parse_s3_url", "s3_client", "check_bucket", "WheelMirror"]
 

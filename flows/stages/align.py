@@ -9,10 +9,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from components import recipe
+from components.align_loop import align_steps
 from components.atomic import write_json
 from components.checkpoints import save_checkpoint
 from components.data import CLASSIFICATION, Split, load_split
-from components.training import align_steps
 from flows.params import flatten
 from flows.plots import write_curve
 from flows.progress import step_progress

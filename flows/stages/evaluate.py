@@ -27,21 +27,21 @@ __all__ = ["evaluate"]
 def _evaluation_figures(ctx: StageContext, meta: PreparedMeta, result: dict, test: Split, scores: np.ndarray) -> list:
     """Confusion matrix (classification) or true vs predicted fields, and the bound report."""
     from components.metrics import confusion_matrix
-    from flows import figures  # matplotlib loads in the stages that draw
+    from flows import eval_figures  # matplotlib loads in the stages that draw
 
     out = ctx.layout.plot("evaluate")
     shutil.rmtree(out, ignore_errors=True)  # which figures exist depends on the task type
     paths = []
     if meta.task_type in CLASSIFICATION:
         counts = confusion_matrix(scores, test.y, meta.n_classes)
-        paths.append(figures.confusion_matrix(counts, meta.class_names, out / "confusion.png"))
+        paths.append(eval_figures.confusion_matrix(counts, meta.class_names, out / "confusion.png"))
     elif meta.task_type == "field":
-        paths.append(figures.field_predictions(test.x, test.y, scores, out / "fields.png"))
+        paths.append(eval_figures.field_predictions(test.x, test.y, scores, out / "fields.png"))
     metric = meta.metric
     error = result[f"test/{metric}"]
     row = {k: v for k, v in result.items() if k.startswith("bound/")}
     row["test_error"] = 1.0 - error if meta.higher_is_better else error
-    paths.append(figures.bound_report([row], out / "bound.png"))
+    paths.append(eval_figures.bound_report([row], out / "bound.png"))
     return paths
 
 

@@ -12,8 +12,8 @@ from components import recipe
 from components.atomic import write_json
 from components.checkpoints import save_checkpoint
 from components.data import PreparedMeta, Split, load_split
+from components.fit_loop import fit_steps
 from components.serving import serving_files
-from components.training import fit_steps
 from flows.params import flatten
 from flows.plots import write_curve
 from flows.progress import step_progress

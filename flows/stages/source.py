@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components import recipe
 from components.atomic import atomic_dir, write_json
+from components.source import save_source, source_summary
 from flows.params import flatten
 from flows.plots import write_curve
 from flows.stages.context import StageContext
@@ -30,9 +31,9 @@ def source(ctx: StageContext) -> dict[str, float]:
         out = _train_source(ctx)
         for epoch, record in enumerate(out["history"]):
             run.metrics(record, step=epoch, prefix="source")
-        summary = recipe.source_summary(out, time.perf_counter() - started)
+        summary = source_summary(out, time.perf_counter() - started)
         with atomic_dir(ctx.layout.source_dir) as d:  # cloud, head and summary together or not at all
-            recipe.save_source(d, out, summary)
+            save_source(d, out, summary)
         write_json(ctx.layout.metrics("source"), summary)
         write_curve(ctx.layout.plot("source.csv"), out["history"])
         run.metrics({"bound/lipschitz": summary["lipschitz"], "seconds/source": summary["seconds"]})

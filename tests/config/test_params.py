@@ -124,7 +124,7 @@ def test_per_task_values_apply_to_their_task_and_an_explicit_set_wins():
 
 def test_params_rebuilt_from_validated_params_keep_their_values():
     """A trial's or the tuned values are set on resolved params: the task's entry is not applied again."""
-    from flows.tune import with_values
+    from flows.search_space import with_values
 
     tecator = load_params(ROOT / "params.yaml", ["task=tecator"])
     assert with_values(tecator, {"fit.lr": 5e-5}).fit.lr == 5e-5

@@ -7,7 +7,8 @@ import pytest
 
 from components.data import Split, train_val_split
 from components.errors import DataError
-from components.tasks import get_task, one_hot_dna, read_fasta
+from components.task_loaders import one_hot_dna, read_fasta
+from components.tasks import get_task
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from components.assets import ASSETS, extract_asset, fetch_wheel
+from components.asset_registry import ASSETS
+from components.assets import extract_asset
 from components.errors import DataError
 from components.readers import (
     AMINO_ACIDS,
@@ -14,6 +15,7 @@ from components.readers import (
     read_neuralop_pt,
     read_ts,
 )
+from components.wheels import fetch_wheel
 
 READER_ASSETS = (
     "modlamp-amp",

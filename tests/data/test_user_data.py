@@ -12,7 +12,8 @@ import pytest
 from components.config import DataParams
 from components.data import infer_task_type
 from components.errors import DataError, UserError
-from components.tasks import get_task, load_npz, preflight
+from components.tasks import get_task, preflight
+from components.user_data import load_npz
 
 
 def _good(n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
@@ -147,7 +148,8 @@ def test_unreadable_file_is_refused(tmp_path):
 
 def test_task_type_override_must_agree_with_a_registered_task():
     with pytest.raises(UserError, match="contradicts"):
-        from components.tasks import RawTask, resolve_task_type
+        from components.data import RawTask
+        from components.tasks import resolve_task_type
 
         resolve_task_type(get_task("dna"), RawTask(train=None, test=None), "regression")
 

@@ -67,7 +67,7 @@ def test_the_released_budget_takes_each_tasks_released_epochs(tmp_path, monkeypa
     """``--budget released``: the released code's stage-2 epochs for the task the options or the
     params file name, all run; ``--set`` still wins; a task without a released config is refused
     in one line, before anything is written."""
-    from flows.cli import _build_params
+    from flows.cli.common import build_params as _build_params
 
     monkeypatch.chdir(tmp_path)
     darcy = _build_params("darcy", None, None, "released", ["fit.patience=5"], None)

@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from components.align_loop import align_embedder, alignment_terms, ot_dist
 from components.alignment import self_entropic_ot
 from components.data import load_split
-from components.training import align_embedder, alignment_terms, ot_dist
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ def test_search_space_is_a_pure_function_of_the_trial():
     import optuna
 
     from flows.params import apply_overrides, parse_params
-    from flows.tune import suggest
+    from flows.search_space import suggest
 
     base = parse_params(apply_overrides({}, ["tune.eps=null", "tune.schedule=[sequential]"]))
     fixed = {
@@ -71,7 +71,7 @@ def workspace(prefect_harness, wheel_cache, tmp_path_factory):
 
 def _context(workspace, overrides):
     from flows.pipeline import make_context
-    from flows.tune import with_values
+    from flows.search_space import with_values
 
     root, settings, params = workspace
     return make_context(with_values(params, overrides), settings, root / "ws")
@@ -89,8 +89,8 @@ def _runs(root, study: str):
 
 
 def test_three_trials_nest_in_mlflow_and_write_the_best_values(workspace, tmp_path):
+    from flows.search_space import SPACE, current_values, study_name
     from flows.stages.tune import tune as tune_stage
-    from flows.tune import SPACE, current_values, study_name
 
     root = workspace[0]
     ctx = _context(workspace, {"tune.n_trials": 3, "tune.sampler_seed": 1})
@@ -181,8 +181,8 @@ def test_confirmation_measures_what_the_pipeline_then_reports(workspace, tmp_pat
 def test_tuning_on_the_bound_minimises_the_bound_value(workspace, tmp_path):
     """``tune.target: bound``: every trial's value is its bound (fit + L * FA + FLD), the study
     minimises it, and the confirmation selects the smallest full-budget bound."""
+    from flows.search_space import study_name
     from flows.stages.tune import tune as tune_stage
-    from flows.tune import study_name
 
     overrides = {"tune.n_trials": 2, "tune.sampler_seed": 6, "tune.target": "bound", "tune.pruner": "none"}
     ctx = _context(workspace, overrides)
@@ -215,8 +215,8 @@ def test_the_selection_keeps_the_baseline_unless_a_candidate_beats_it():
 def test_a_pruned_trial_is_recorded_as_pruned(workspace, tmp_path, monkeypatch):
     import optuna
 
+    from flows.search_space import study_name
     from flows.stages.tune import tune as tune_stage
-    from flows.tune import study_name
 
     # Trial 1 is told to stop after its first epoch; what matters here is how we record it.
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
@@ -254,8 +254,8 @@ def test_an_interrupted_study_resumes_and_keeps_its_trials(workspace, tmp_path):
 
 
 def test_two_workers_on_sqlite_neither_lose_nor_duplicate_trials(workspace, tmp_path):
+    from flows.search_space import study_name, tuned_sections
     from flows.stages.tune import tune as tune_stage
-    from flows.tune import study_name, tuned_sections
 
     overrides = {"tune.n_trials": 4, "tune.n_workers": 2, "tune.sampler_seed": 4, "tune.confirm_top": 0}
     ctx = _context(workspace, overrides)
@@ -277,7 +277,7 @@ def test_the_test_split_is_not_read_before_evaluation(workspace, tmp_path):
     import shutil
 
     from flows.pipeline import make_context, pipeline
-    from flows.tune import with_values
+    from flows.search_space import with_values
 
     root, settings, params = workspace
     ws = tmp_path / "ws"

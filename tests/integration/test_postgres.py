@@ -191,8 +191,8 @@ def test_four_tune_workers_share_one_postgres_study(workspace, postgres_server, 
     import optuna
 
     from flows.pipeline import make_context
+    from flows.search_space import current_values, study_name, with_values
     from flows.stages.tune import tune as tune_stage
-    from flows.tune import current_values, study_name, with_values
 
     root, settings, params = workspace
     storage = _with_password(postgres_server.create_database("optuna"))

@@ -25,13 +25,12 @@ import pytest
 import yaml
 
 from components.errors import UserError
-from flows.deploy import (
+from flows.deploy import _preflight, serve
+from flows.dvc_remote import (
     RemoteUnavailableError,
-    _preflight,
-    _retry_unless_misconfigured,
     pull_outputs,
     push_outputs,
-    serve,
+    retry_unless_misconfigured,
 )
 from flows.prefect_local import _free_port, local_prefect_server
 from tests.conftest import TINY
@@ -485,24 +484,24 @@ def test_pull_is_retried_with_backoff_on_io_errors_only(api, tiny_dvc, monkeypat
     from prefect import flow
     from prefect.states import Failed
 
-    from flows import deploy
+    from flows import dvc_remote
 
     assert pull_outputs.retries == 3 and push_outputs.retries == 3
     assert pull_outputs.retry_delay_seconds == [10, 20, 40]  # exponential: 10 * 2**n
     assert pull_outputs.retry_jitter_factor == 0.5
-    assert _retry_unless_misconfigured(None, None, Failed(data=RemoteUnavailableError("x")))
-    assert not _retry_unless_misconfigured(None, None, Failed(data=UserError("x")))
+    assert retry_unless_misconfigured(None, None, Failed(data=RemoteUnavailableError("x")))
+    assert not retry_unless_misconfigured(None, None, Failed(data=UserError("x")))
 
     # Each attempt starts by resolving the remote: count attempts here, in this process. (Reading
     # the task runs back from the API races with Prefect's asynchronous event delivery.)
     attempts: list[str | None] = []
-    resolve = deploy._remote_name
+    resolve = dvc_remote.remote_name
 
     def counted(repo, remote):
         attempts.append(remote)
         return resolve(repo, remote)
 
-    monkeypatch.setattr(deploy, "_remote_name", counted)
+    monkeypatch.setattr(dvc_remote, "remote_name", counted)
     repo, env = tiny_dvc
     fast = pull_outputs.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
 

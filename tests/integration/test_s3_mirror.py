@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from components.assets import sha256_file
 from components.errors import AssetError, UserError
+from components.wheels import sha256_file
 from flows.storage import WheelMirror, parse_s3_url, s3_client
 from tests.integration.conftest import S3Endpoint, free_port, moto_s3
 

@@ -20,8 +20,8 @@ import torch.multiprocessing as mp
 from components.config import FitParams
 from components.data import Split
 from components.errors import UserError
+from components.fit_loop import fit_model
 from components.model import CrossModalModel, SequenceEmbedder
-from components.training import fit_model
 from tests.conftest import build_tiny_body
 
 CFG = FitParams(epochs=2, min_steps=0, batch_size=24, lr=1e-3, head_lr=3e-3, patience=5, balanced=True)

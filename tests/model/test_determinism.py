@@ -2,10 +2,11 @@
 
 import torch
 
+from components.align_loop import AlignReference, align_embedder
 from components.config import AlignParams, FitParams
 from components.data import Split
+from components.fit_loop import fit_model
 from components.model import CrossModalModel
-from components.training import AlignReference, align_embedder, fit_model
 from tests.model.test_learning import _embedder, _motif_task
 
 

@@ -5,11 +5,13 @@ import pytest
 import torch
 from torch import nn
 
+from components.align_loop import AlignReference, align_embedder, alignment_terms
 from components.config import AlignParams, FitParams
 from components.data import Split
+from components.fit_loop import fit_model
 from components.metrics import compute_metrics
 from components.model import CrossModalModel, SequenceEmbedder
-from components.training import AlignReference, align_embedder, alignment_terms, fit_model, predict_scores
+from components.training import predict_scores
 
 
 def _motif_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

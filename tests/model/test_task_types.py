@@ -8,9 +8,10 @@ import torch
 
 from components.config import FitParams
 from components.data import Split
+from components.fit_loop import fit_model
 from components.metrics import compute_metrics
 from components.model import CrossModalModel, GridEmbedder, SequenceEmbedder
-from components.training import fit_model, predict_scores
+from components.training import predict_scores
 
 CPU = torch.device("cpu")
 CFG = FitParams(epochs=8, min_steps=0, batch_size=32, lr=1e-3, head_lr=3e-3, patience=8)

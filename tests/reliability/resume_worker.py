@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from components.align_loop import AlignReference, align_embedder
 from components.checkpoints import TrainingCheckpoint, load_tensors, save_tensors
 from components.config import AlignParams, FitParams
 from components.data import Split
+from components.fit_loop import fit_model
 from components.model import CrossModalModel
-from components.training import AlignReference, align_embedder, fit_model
 from tests.conftest import build_tiny_body
 from tests.model.test_learning import _embedder, _motif_task
 

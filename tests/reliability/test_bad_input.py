@@ -111,7 +111,7 @@ def _crafted_pickle(d: Path) -> None:
 
 def _truncated_wheel(d: Path) -> None:
     """A wheel cache (a copy of the session's) in which the DNA wheel is cut short."""
-    from components.assets import ASSETS
+    from components.asset_registry import ASSETS
 
     cache = d / "cache"
     shutil.copytree(os.environ["RECRAFT_TEST_WHEEL_CACHE"], cache)

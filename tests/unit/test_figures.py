@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from flows import figures
+from flows import eval_figures, figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -59,13 +59,13 @@ def embeddings():
 def drawn(monkeypatch):
     """Every figure saved during a test; afterwards, checks that none drew text below 9 pt."""
     saved = []
-    original = figures._save
+    original = figures.save_figure
 
     def capture(fig, path):
         saved.append(fig)
         return original(fig, path)
 
-    monkeypatch.setattr(figures, "_save", capture)
+    monkeypatch.setattr(figures, "save_figure", capture)
     yield saved
     for fig in saved:
         small = [(t.get_text(), t.get_fontsize()) for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
@@ -140,7 +140,7 @@ def test_epoch_curves_rejects_keys_absent_everywhere(tmp_path):
 
 def test_confusion_matrix_writes_png(tmp_path):
     counts = np.array([[50, 3, 1], [4, 40, 6], [0, 0, 0]])  # an empty true class must not divide by zero
-    out = figures.confusion_matrix(counts, ["airplane", "automobile", "bird"], tmp_path / "cm.png")
+    out = eval_figures.confusion_matrix(counts, ["airplane", "automobile", "bird"], tmp_path / "cm.png")
     _assert_png(out)
 
 
@@ -155,20 +155,20 @@ def test_confusion_matrix_writes_png(tmp_path):
 )
 def test_confusion_matrix_rejects_bad_inputs(tmp_path, counts, names, argument):
     with pytest.raises(ValueError, match=argument):
-        figures.confusion_matrix(counts, names, tmp_path / "bad.png")
+        eval_figures.confusion_matrix(counts, names, tmp_path / "bad.png")
 
 
 def test_field_predictions_1d_multichannel(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(4, 2, 64)), rng.normal(size=(4, 3, 64))
-    out = figures.field_predictions(x, y, y + 0.1 * rng.normal(size=y.shape), tmp_path / "f1.png", n=2)
+    out = eval_figures.field_predictions(x, y, y + 0.1 * rng.normal(size=y.shape), tmp_path / "f1.png", n=2)
     _assert_png(out)
 
 
 def test_field_predictions_2d(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(2, 1, 16, 16)), rng.normal(size=(2, 1, 16, 16))
-    out = figures.field_predictions(x, y, y + 0.1, tmp_path / "f2.png", n=5)  # n is capped at N
+    out = eval_figures.field_predictions(x, y, y + 0.1, tmp_path / "f2.png", n=5)  # n is capped at N
     _assert_png(out)
 
 
@@ -184,15 +184,15 @@ def test_field_predictions_2d(tmp_path):
 def test_field_predictions_rejects_mismatched_shapes(tmp_path, shapes, argument):
     x, y_true, y_pred = (np.zeros(s) for s in shapes)
     with pytest.raises(ValueError, match=argument):
-        figures.field_predictions(x, y_true, y_pred, tmp_path / "bad.png")
+        eval_figures.field_predictions(x, y_true, y_pred, tmp_path / "bad.png")
 
 
 def test_bound_report_several_runs(tmp_path):
-    _assert_png(figures.bound_report(_rows(6), tmp_path / "b.png"))
+    _assert_png(eval_figures.bound_report(_rows(6), tmp_path / "b.png"))
 
 
 def test_bound_report_single_run_is_a_bar_chart(tmp_path, drawn):
-    out = figures.bound_report(_rows(1), tmp_path / "b1.png")
+    out = eval_figures.bound_report(_rows(1), tmp_path / "b1.png")
     _assert_png(out)
     assert len(drawn[0].axes) == 1
 
@@ -201,6 +201,6 @@ def test_bound_report_rejects_missing_terms(tmp_path):
     rows = _rows(2)
     del rows[1]["bound/fld"]
     with pytest.raises(ValueError, match=r"rows\[1\].*bound/fld"):
-        figures.bound_report(rows, tmp_path / "bad.png")
+        eval_figures.bound_report(rows, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="rows"):
-        figures.bound_report([], tmp_path / "bad.png")
+        eval_figures.bound_report([], tmp_path / "bad.png")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from components.align_loop import AlignReference, alignment_terms
 from components.config import AlignParams
 from components.losses import relative_l2, task_loss
 from components.metrics import compute_metrics, metrics_for
 from components.model import CrossModalModel, GridEmbedder, SequenceEmbedder, grid_patch_size
-from components.training import AlignReference, alignment_terms
 
 
 def _seq(body, length=30, channels=3, max_tokens=8):

@@ -162,7 +162,8 @@ def test_collapse_counts_per_method():
 
 
 def test_benchmark_rows_carry_the_linear_references_and_the_table_shows_them():
-    from flows.benchmark import markdown, result_row, summarise
+    from flows.bench_report import markdown
+    from flows.benchmark import result_row, summarise
 
     def result(task, method, seed, test, ridge=None):
         metric = "nrmse" if ridge is not None else "accuracy"
@@ -193,7 +194,8 @@ def test_benchmark_rows_carry_the_linear_references_and_the_table_shows_them():
 
 def test_the_table_keeps_three_significant_figures_of_tiny_errors():
     """A solved linear field reaches errors near 1e-7: the table shows them, not 0.000."""
-    from flows.benchmark import markdown, result_row, summarise
+    from flows.bench_report import markdown
+    from flows.benchmark import result_row, summarise
 
     results = [
         {"task": "shift", "method": m, "seed": s, "metric": "nrmse", "test/nrmse": e, "val/nrmse": e}

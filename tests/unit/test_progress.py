@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import sys
 
+from components.align_loop import align_steps
 from components.config import AlignParams, FitParams
-from components.training import align_steps, fit_steps
+from components.fit_loop import fit_steps
 from flows.progress import bars_enabled, step_progress
 
 

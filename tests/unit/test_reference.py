@@ -9,10 +9,11 @@ import torch
 from components import reference
 from components.config import FitParams
 from components.data import Split
+from components.fit_loop import fit_model
 from components.metrics import compute_metrics
 from components.model import CrossModalModel, SequenceEmbedder
 from components.reference import fit_ridge, references
-from components.training import fit_model, predict_scores
+from components.training import predict_scores
 
 CPU = torch.device("cpu")
 

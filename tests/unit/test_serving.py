@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from components.data import PreparedMeta, Split, write_meta
+from components.data import PreparedMeta, RawTask, Split, write_meta
 from components.errors import CheckpointError, DataError
 from components.serving import SERVING_FILE, prepare_inputs, read_serving, serving_files
-from components.tasks import RawTask, TaskSpec, prepare_splits
+from components.tasks import TaskSpec, prepare_splits
 
 
 def _padded(rng: np.random.Generator, n: int, channels: int = 3, length: int = 12) -> Split:

@@ -3,10 +3,10 @@
 import torch
 from torch import nn
 
+from components.align_loop import AlignReference, align_embedder
 from components.config import AlignParams
 from components.model import SequenceEmbedder
 from components.source import per_sample_grad_norms
-from components.training import AlignReference, align_embedder
 
 
 def test_only_embedder_receives_gradients(tiny_body):

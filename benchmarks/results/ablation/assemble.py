@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from flows.benchmark import result_row, summarise, write_report
+from flows.bench_report import write_report
+from flows.benchmark import result_row, summarise
 
 
 def main(out_dir: Path, dest: Path, variants: dict[str, str]) -> None:

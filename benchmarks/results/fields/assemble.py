@@ -12,7 +12,8 @@ repository root, rebuilds ``table.md`` and ``paired.json`` with the benchmark's 
 import json
 from pathlib import Path
 
-from flows.benchmark import markdown, result_row, summarise
+from flows.bench_report import markdown
+from flows.benchmark import result_row, summarise
 
 HERE = Path(__file__).parent
 

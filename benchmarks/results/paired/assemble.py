@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 sys.argv = ["recraft"]
-from flows.benchmark import benchmark, markdown, summarise, write_report  # noqa: E402
-from flows.cli import BENCH_BUDGETS  # noqa: E402
+from components.budgets import BENCH_BUDGETS  # noqa: E402
+from flows.bench_report import markdown, write_report  # noqa: E402
+from flows.benchmark import benchmark, summarise  # noqa: E402
 from flows.params import apply_overrides, load_params  # noqa: E402
 from flows.settings import configure_prefect, load_settings  # noqa: E402
 

@@ -1,0 +1,5 @@
+"""``python -m flows.cli``: the ``recraft`` commands without the supervising parent."""
+
+from flows.cli import app
+
+app()
