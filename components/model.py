@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from components.bodies import Body, masked_mean
+from components.spec import EmbedderSpec
 
 __all__ = [
     "SequenceEmbedder",
@@ -233,33 +234,33 @@ class GridEmbedder(nn.Module):
 EMBEDDER_INITS = ("body", "fresh")
 
 
-def build_embedder(cfg: dict, body: Body | None = None) -> SequenceEmbedder | GridEmbedder:
+def build_embedder(cfg: EmbedderSpec, body: Body | None = None) -> SequenceEmbedder | GridEmbedder:
     """The embedder an embedder config describes (``input_shape`` of length 2: sequence; 3: grid).
 
-    ``cfg["init"]``: ``"body"`` puts the positions inside the LayerNorm and, given ``body``, copies
+    ``cfg.init``: ``"body"`` puts the positions inside the LayerNorm and, given ``body``, copies
     the body's embedding LayerNorm and positions (:func:`init_from_body`); ``"fresh"`` (and configs
     saved before the key existed) keeps a fresh LayerNorm with the body's positions added after it.
     Without ``body`` the weights are placeholders, to be overwritten by a checkpoint.
     """
-    shape, init = cfg["input_shape"], cfg.get("init", "fresh")
+    shape, init = cfg.input_shape, cfg.init
     if init not in EMBEDDER_INITS:
         raise ValueError(f"unknown embedder init {init!r}; choices: {', '.join(EMBEDDER_INITS)}")
     inside = init == "body"
-    positions = torch.zeros(cfg["max_tokens"], cfg["d"]) if body is None else body.position_embeddings
+    positions = torch.zeros(cfg.max_tokens, cfg.d) if body is None else body.position_embeddings
     if len(shape) == 3:
-        emb = GridEmbedder(shape[0], shape[1], shape[2], cfg["d"], cfg["max_tokens"], positions, pos_in_norm=inside)
+        emb = GridEmbedder(shape[0], shape[1], shape[2], cfg.d, cfg.max_tokens, positions, pos_in_norm=inside)
     else:
         emb = SequenceEmbedder(
             shape[0],
             shape[1],
-            cfg["d"],
-            cfg["max_tokens"],
+            cfg.d,
+            cfg.max_tokens,
             positions,
-            cfg["overlap"],
-            motif_kernel=cfg["motif_kernel"],
+            cfg.overlap,
+            motif_kernel=cfg.motif_kernel,
             pos_in_norm=inside,
-            derivatives=cfg.get("derivatives", 0),  # configs saved before the key existed: none
-            difference_scales=cfg.get("difference_scales"),
+            derivatives=cfg.derivatives,
+            difference_scales=None if cfg.difference_scales is None else list(cfg.difference_scales),
         )
     if inside and body is not None:
         init_from_body(emb, body)

@@ -42,6 +42,7 @@ from components.source import (
     tokenize,
     train_source_head,
 )
+from components.spec import EmbedderSpec, ModelSpec
 from components.tasks import check_raw, get_task, prepare_splits, resolve_task_type
 
 __all__ = [
@@ -187,7 +188,7 @@ def train_source(job: Job) -> dict:
 # ---------------------------------------------------------------- align (stage 1)
 
 
-def embedder_config(params: Params, meta: PreparedMeta, d: int, meta_path: Path | None = None) -> dict:
+def embedder_config(params: Params, meta: PreparedMeta, d: int, meta_path: Path | None = None) -> EmbedderSpec:
     """``phi``'s config for the prepared task (``meta``) and a body of width ``d``."""
     m = params.model
     scales = None
@@ -203,20 +204,19 @@ def embedder_config(params: Params, meta: PreparedMeta, d: int, meta_path: Path 
                 f"{meta_path or 'meta.json'} has no difference_stds (prepared by an older version)",
                 hint="re-run the prepare stage",
             )
-        scales = meta.difference_stds[: m.derivatives + 1]
-    return {
-        "kind": "target_embedder",
-        "input_shape": meta.input_shape,
-        "d": d,
-        "max_tokens": m.max_tokens,
-        "overlap": m.overlap,
-        "motif_kernel": m.motif_kernel,
-        "derivatives": m.derivatives,
-        "difference_scales": scales,
-        "init": m.embedder_init,
-        "body": m.body,
-        "task": params.task,
-    }
+        scales = tuple(meta.difference_stds[: m.derivatives + 1])
+    return EmbedderSpec(
+        input_shape=tuple(meta.input_shape),
+        d=d,
+        max_tokens=m.max_tokens,
+        overlap=m.overlap,
+        motif_kernel=m.motif_kernel,
+        derivatives=m.derivatives,
+        difference_scales=scales,
+        init=m.embedder_init,
+        body=m.body,
+        task=params.task,
+    )
 
 
 def new_embedder(job: Job, meta: PreparedMeta) -> tuple:
@@ -285,18 +285,18 @@ def linear_skip(params: Params, meta: PreparedMeta) -> bool:
     return params.model.linear_skip and meta.task_type in REFERENCE_TASK_TYPES
 
 
-def model_config(params: Params, meta: PreparedMeta, d: int) -> dict:
-    return {
-        "kind": "cross_modal_model",
-        "task": params.task,
-        "task_type": meta.task_type,
-        "n_out": meta.n_out,
-        "target_shape": meta.target_shape,
-        "masked": meta.masked,
-        "embedder": embedder_config(params, meta, d),
-        "n_layers": params.model.n_layers,
-        "linear_skip": linear_skip(params, meta),
-    }
+def model_config(params: Params, meta: PreparedMeta, d: int) -> ModelSpec:
+    """The fitted model's spec (its ``config.json``), for a body of width ``d``."""
+    return ModelSpec(
+        task=params.task,
+        task_type=meta.task_type,
+        n_out=meta.n_out,
+        embedder=embedder_config(params, meta, d),
+        target_shape=tuple(meta.target_shape),
+        masked=meta.masked,
+        n_layers=params.model.n_layers,
+        linear_skip=linear_skip(params, meta),
+    )
 
 
 def _assemble(embedder, net, meta: PreparedMeta, skip: bool = False) -> CrossModalModel:

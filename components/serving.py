@@ -13,6 +13,7 @@ from components.checkpoints import load_checkpoint
 from components.data import PreparedMeta, apply_normalisation
 from components.errors import CheckpointError, DataError
 from components.model import CrossModalModel, build_embedder
+from components.spec import ModelSpec
 
 __all__ = [
     "SERVING_FILE",
@@ -34,22 +35,11 @@ SERVING_FILE = "serving.json"
 def load_model_dir(directory: str | Path) -> CrossModalModel:
     """Build the architecture from ``config.json`` and ``body/config.json``, then load weights."""
     directory = Path(directory)
-    try:
-        config = json.loads((directory / "config.json").read_text())
-        emb = config["embedder"]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise CheckpointError(f"{directory} is not a recraft model directory: {exc}") from exc
+    spec = ModelSpec.read(directory / "config.json")
     body = load_body(directory / "body", pretrained=False)
-    embedder = build_embedder(emb)
-    model = CrossModalModel(
-        embedder,
-        body,
-        config["n_out"],
-        config["task_type"],
-        tuple(config["target_shape"]),
-        linear_skip=config.get("linear_skip", False),
-    )
-    model.masked = bool(config.get("masked", False))
+    embedder = build_embedder(spec.embedder)
+    model = CrossModalModel(embedder, body, spec.n_out, spec.task_type, spec.target_shape, linear_skip=spec.linear_skip)
+    model.masked = spec.masked
     load_checkpoint(directory, model, {"kind": "cross_modal_model"})
     return model.eval()
 

@@ -42,7 +42,7 @@ def align(ctx: StageContext) -> dict[str, float]:
             inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.source_dir / "cloud.safetensors"]
             ckpt = stage_checkpoint(ctx, "align", inputs)
             history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"), ckpt)
-        save_checkpoint(ctx.layout.embedder_dir, embedder, cfg)
+        save_checkpoint(ctx.layout.embedder_dir, embedder, cfg.to_json())
         summary = {f"align/{k}": v for k, v in (history[-1] if history else {}).items()}
         summary["seconds"] = time.perf_counter() - started
         write_json(ctx.layout.metrics("align"), summary)

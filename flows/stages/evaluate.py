@@ -13,8 +13,10 @@ from components import recipe
 from components.atomic import write_json
 from components.checkpoints import load_checkpoint
 from components.data import CLASSIFICATION, PreparedMeta, Split, load_split
+from components.errors import CheckpointError
 from components.metrics import compute_metrics, is_collapsed
 from components.reference import references
+from components.spec import ModelSpec
 from components.training import predict_scores
 from flows.lineage import dvc_md5, lineage_tags
 from flows.params import flatten
@@ -52,10 +54,10 @@ def evaluate(ctx: StageContext) -> dict:
     meta = recipe.load_meta(ctx.layout)
     # The architecture the fit stage saved (a model fitted before a params change still loads).
     try:
-        saved = json.loads((ctx.layout.model_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        saved = {}  # load_checkpoint below says what is wrong with it
-    model = recipe.build_model(ctx.job, meta, skip=bool(saved.get("linear_skip", False)))
+        skip = ModelSpec.read(ctx.layout.model_dir / "config.json").linear_skip
+    except CheckpointError:
+        skip = False  # load_checkpoint below says what is wrong with it
+    model = recipe.build_model(ctx.job, meta, skip=skip)
     load_checkpoint(ctx.layout.model_dir, model, {"kind": "cross_modal_model", "task": ctx.params.task})
     model.to(ctx.device).eval()
     val = load_split(ctx.layout.prepared_dir / "val.npz")

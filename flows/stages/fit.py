@@ -58,7 +58,7 @@ def fit(ctx: StageContext) -> dict[str, float]:
         save_checkpoint(
             ctx.layout.model_dir,
             model.cpu(),
-            recipe.model_config(ctx.params, meta, model.body.hidden_size),
+            recipe.model_config(ctx.params, meta, model.body.hidden_size).to_json(),
             extra_json={"body/config.json": model.body.model.config.to_dict(), **serving_files(meta)},
         )
         summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}

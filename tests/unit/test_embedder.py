@@ -46,18 +46,21 @@ def test_differences_of_a_quadratic_and_their_spreads():
 
 
 def test_an_embedder_with_differences_reads_the_shape_of_the_input():
-    from components.model import build_embedder
+    from dataclasses import replace
 
-    cfg = {"input_shape": [1, 100], "d": 16, "max_tokens": 10, "overlap": 2, "motif_kernel": 9, "init": "fresh"}
+    from components.model import build_embedder
+    from components.spec import EmbedderSpec
+
+    cfg = EmbedderSpec(input_shape=(1, 100), d=16, max_tokens=10, overlap=2, motif_kernel=9, init="fresh")
     plain = build_embedder(cfg)
-    spectral = build_embedder(cfg | {"derivatives": 2, "difference_scales": [1.0, 0.1, 0.01]})
+    spectral = build_embedder(replace(cfg, derivatives=2, difference_scales=(1.0, 0.1, 0.01)))
     assert spectral.proj.in_channels == 3 and plain.proj.in_channels == 1
     assert spectral.input_shape == plain.input_shape == (1, 100)  # the model's input is unchanged
     x = torch.randn(4, 1, 100)
     assert spectral(x).shape == plain(x).shape == (4, 10, 16)
     # A saved embedder rebuilt from its config gives the same tokens (the scales live in the config).
-    again = build_embedder(cfg | {"derivatives": 2, "difference_scales": [1.0, 0.1, 0.01]})
+    again = build_embedder(replace(cfg, derivatives=2, difference_scales=(1.0, 0.1, 0.01)))
     again.load_state_dict(spectral.state_dict())
     assert torch.equal(again(x), spectral(x))
     with pytest.raises(ValueError, match="needs 3 difference scales"):
-        build_embedder(cfg | {"derivatives": 2, "difference_scales": [1.0]})
+        build_embedder(replace(cfg, derivatives=2, difference_scales=(1.0,)))
