@@ -7,6 +7,8 @@ flow edge (``flows.params``); components receive these frozen models or plain va
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -321,3 +323,53 @@ def per_task_problem(dotted: str) -> str | None:
     if dotted in PER_TASK_FIXED:
         return f"{dotted!r} cannot differ per task (the assets and source stages are shared)"
     return None
+
+
+_HEADER = """\
+# Every value that changes a result. The schema, with each key's meaning and valid range, is
+# components/config.py (one place); unknown keys and bad values are refused before any compute.
+# This file is the schema's defaults, written by `python -m components.config > params.yaml`
+# (a test checks that they agree): change a default there, then rewrite this file.
+"""
+_PER_TASK_NOTE = """\
+# Values for one task: when `task` names an entry, its section.key values replace the ones above
+# (model and fit keys only; a --set of the same key wins). Chosen on validation data (docs/tasks.md).
+"""
+
+
+def defaults_yaml() -> str:
+    """``params.yaml`` as the defaults above give it: top-level values, then each section, then
+    ``per_task``. Floats are written so that YAML 1.1 reads them back as floats (``3.0e-05``)."""
+    raw = Params().model_dump(mode="json")
+    sections = {k: v for k, v in raw.items() if isinstance(v, dict) and k != "per_task"}
+    lines = [f"{k}: {_yaml_value(v)}" for k, v in raw.items() if k not in sections and k != "per_task"]
+    for name, values in sections.items():
+        lines += ["", f"{name}:", *(f"  {k}: {_yaml_value(v)}" for k, v in values.items())]
+    lines += ["", *_PER_TASK_NOTE.splitlines(), "per_task:"]
+    for task, entry in raw["per_task"].items():
+        lines += [f"  {task}:", *(f"    {k}: {_yaml_value(v)}" for k, v in entry.items())]
+    return _HEADER + "\n".join(lines) + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    text = str(value)
+    plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-/]*", text) and text.lower() not in _YAML_WORDS
+    return text if plain or not isinstance(value, str) else json.dumps(text)
+
+
+# Plain words YAML 1.1 reads as something other than a string.
+_YAML_WORDS = {"null", "true", "false", "yes", "no", "on", "off", "y", "n"}
+
+
+if __name__ == "__main__":
+    print(defaults_yaml(), end="")
