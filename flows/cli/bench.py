@@ -48,7 +48,7 @@ def bench(
     Rerunning with the same output directory resumes: finished cells are read back.
     """
     from flows.params import load_params, parse_params, read_params_file, with_overrides
-    from flows.settings import configure_prefect, load_settings
+    from flows.settings import load_settings
 
     if budget not in BENCH_BUDGETS:
         raise UserError(f"--budget {budget!r} is not one of {', '.join(BENCH_BUDGETS)}")
@@ -69,7 +69,6 @@ def bench(
     settings = load_settings()
     out_dir = out or Path("benchmarks") / "runs" / name
     common.preflight(p, settings, out_dir)
-    configure_prefect()
     seed_list = list(range(first_seed, first_seed + seeds))
     summary = benchmark(base, task_list, method_list, seed_list, settings, out_dir, name, counts, variants)
     typer.echo(markdown(summary))

@@ -70,7 +70,7 @@ def tune(
     the study up to the requested trials. Use the result with ``recraft run --workdir SAME
     --set use_tuned=true`` (or ``use_tuned: true`` in params.yaml and ``dvc repro``).
     """
-    from flows.settings import configure_prefect, load_settings
+    from flows.settings import load_settings
 
     extra = (("tune.n_trials", trials), ("tune.n_workers", workers), ("tune.target", target))
     p = build_params(task, method, seed, budget, set_, params, extra)
@@ -78,7 +78,6 @@ def tune(
     settings = load_settings(**({"optuna_storage": storage} if storage else {}))
     root = workdir or default_workdir(p)
     common.preflight(p, settings, root)
-    configure_prefect()
     from flows.pipeline import make_context, pipeline
     from flows.stages import tune as tune_stage
 
@@ -116,9 +115,6 @@ def _print_tune(summary: dict, root: Path) -> None:
 
 
 def _run_pipeline(p, settings, root: Path) -> dict:
-    from flows.settings import configure_prefect
-
-    configure_prefect()
     from flows.pipeline import ORDER, finished_stages, make_context, pipeline
 
     ctx = make_context(p, settings, root)
@@ -150,7 +146,7 @@ def stage(
             server = stack.enter_context(workspace_prefect_server(Path(".")))
         from components.layout import ORDER
         from flows.params import load_params
-        from flows.settings import configure_prefect, load_settings
+        from flows.settings import load_settings
 
         if name not in ORDER:
             raise UserError(f"unknown stage {name!r}; stages: {', '.join(ORDER)}")
@@ -159,8 +155,7 @@ def stage(
         common.preflight(p, settings, Path("."))
         if server is not None:  # read when prefect is imported, just below
             os.environ["PREFECT_API_URL"] = server.url()
-        configure_prefect()
-        from flows.pipeline import make_context, run_stage
+            from flows.pipeline import make_context, run_stage
 
         started = time.perf_counter()
         result = run_stage(name, make_context(p, settings, Path(".")))
