@@ -159,7 +159,7 @@ def main() -> None:
         env = _env(code, home)
         warm = time.perf_counter()  # one-time: Prefect and MLflow databases, OS file cache
         _server_start(code, env)
-        snippet = "from flows.settings import load_settings; from flows.tracking import Tracker; import pathlib\n"
+        snippet = "from flows.settings import load_settings; from flows.tracking.runs import Tracker; import pathlib\n"
         snippet += "Tracker(load_settings(), pathlib.Path('.'))"
         _timed([sys.executable, "-c", snippet], code, env, tmp / "warmup.log")
         warmup_s = time.perf_counter() - warm

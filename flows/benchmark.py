@@ -40,7 +40,7 @@ from flows.params import apply_overrides, parse_params, task_values
 from flows.pipeline import make_context, pipeline, stage_params
 from flows.settings import Settings
 from flows.stages.context import StageContext
-from flows.tracking import tag_workspace_runs
+from flows.tracking.runs import tag_workspace_runs
 
 __all__ = ["benchmark", "check_variants", "result_row", "summarise", "write_report"]
 

@@ -150,7 +150,7 @@ def _tracking(settings: Settings) -> tuple[str, str]:
         if os.access(_existing_parent(store), os.W_OK):
             return "ok", f"{uri} (not created yet: the first run creates it; from {settings.source('tracking_uri')})"
         return "fail", f"{uri}: {store.parent} cannot be created or written"
-    from flows.tracking import count_experiments
+    from flows.tracking.runs import count_experiments
 
     with _one_short_try():
         n = count_experiments(uri)

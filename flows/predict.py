@@ -89,7 +89,7 @@ def resolve_model(spec: str, settings: Settings, scratch: Path) -> Path:
     store = sqlite_file(tracking)
     if store is not None and not store.is_file():  # opening it would create it
         raise UserError(f"no MLflow tracking store at {tracking}", hint="run the pipeline, or set RECRAFT_TRACKING_URI")
-    from flows.registry import download_model
+    from flows.tracking.registry import download_model
 
     local = download_model(spec, uri, tracking, scratch)
     return _local_model_dir(local, spec)
@@ -100,7 +100,7 @@ def _local_model_dir(path: Path, spec: str) -> Path:
     if (path / "config.json").is_file():
         return path
     if (path / "MLmodel").is_file():
-        from flows.registry import pyfunc_artifacts
+        from flows.tracking.registry import pyfunc_artifacts
 
         artifacts = pyfunc_artifacts(path / "MLmodel")
         if "model" in artifacts and (path / artifacts["model"]["path"] / "config.json").is_file():

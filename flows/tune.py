@@ -29,7 +29,7 @@ from flows.params import flatten, parse_params
 from flows.search_space import SPACE, current_values, study_name, suggest, tuned_sections, with_values
 from flows.settings import Settings, redact
 from flows.stages.context import StageContext, make_context
-from flows.tracking import runtime_tags
+from flows.tracking.runs import runtime_tags
 
 __all__ = ["run_trial", "confirm", "run_search", "default_storage"]
 

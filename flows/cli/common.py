@@ -108,7 +108,7 @@ def preflight(p, settings, root: Path) -> None:
     """Checks that fail fast, before any output exists: a user's data file and the stores."""
     from components.tasks import get_task
     from components.tasks import preflight as check_user_data
-    from flows.tracking import Tracker
+    from flows.tracking.runs import Tracker
 
     check_user_data(get_task(p.task), p.data)
     if settings.asset_mirror:  # read-only check first: the tracking store may create a database

@@ -98,8 +98,8 @@ def lineage(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Which code, data and params made a registered model version, and how to check them out."""
-    from flows.registry import model_lineage
     from flows.settings import load_settings
+    from flows.tracking.registry import model_lineage
 
     info = model_lineage(model, load_settings())
     if as_json:

@@ -17,7 +17,7 @@ from components.layout import Layout
 from components.wheels import sha256_file
 from flows.params import flatten
 from flows.settings import Settings
-from flows.tracking import Tracker
+from flows.tracking.runs import Tracker
 
 __all__ = ["StageContext", "make_context", "stage_checkpoint"]
 

@@ -21,7 +21,7 @@ from components.training import predict_scores
 from flows.lineage import dvc_md5, lineage_tags
 from flows.params import flatten
 from flows.stages.context import StageContext
-from flows.tracking import runtime_tags
+from flows.tracking.runs import runtime_tags
 
 __all__ = ["evaluate"]
 
@@ -87,7 +87,7 @@ def evaluate(ctx: StageContext) -> dict:
     lineage = lineage_tags(ctx.layout.root, {"prepared": ctx.layout.prepared_dir, "model": ctx.layout.model_dir})
     tracker = ctx.tracker()
     with tracker.stage("evaluate", flatten(ctx.params), ctx.tags, close_parent=True) as run:
-        from flows.registry import log_and_register
+        from flows.tracking.registry import log_and_register
 
         seconds["evaluate"] = time.perf_counter() - started
         result["seconds"] = seconds

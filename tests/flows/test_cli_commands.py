@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.tracking import use_tracking_uri
+from flows.tracking.runs import use_tracking_uri
 from tests.integration.test_s3_mirror import _free_port
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from flows.tracking import use_tracking_uri
+from flows.tracking.runs import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 

@@ -61,7 +61,7 @@ def test_mlflow_runs_params_metrics_and_tags_round_trip(mlflow_url, tmp_path):
     import mlflow
 
     from flows.settings import load_settings
-    from flows.tracking import Tracker
+    from flows.tracking.runs import Tracker
 
     settings = load_settings(
         tracking_uri=mlflow_url, artifact_location=(tmp_path / "artifacts").as_uri(), experiment="pg-round-trip"

@@ -213,7 +213,7 @@ def test_mlflow_artifacts_go_to_s3_and_come_back(s3_endpoint, tmp_path, monkeypa
     import mlflow
 
     from flows.settings import load_settings
-    from flows.tracking import Tracker
+    from flows.tracking.runs import Tracker
 
     bucket = "mlflow-artifacts"
     s3_endpoint.create_bucket(bucket)

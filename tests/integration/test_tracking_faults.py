@@ -57,7 +57,7 @@ def test_stage_run_survives_503s_from_the_tracking_server(mlflow_server, tmp_pat
     import mlflow
 
     from flows.settings import load_settings
-    from flows.tracking import Tracker
+    from flows.tracking.runs import Tracker
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")  # 1 s, 2 s... (default factor 2)
     with _proxy(mlflow_server, failures=2) as proxy:

@@ -210,7 +210,7 @@ def test_flow_parameters_that_hold_the_settings_are_masked(tmp_path):
 def test_tracker_masks_passwords_in_params_and_tags(tmp_path):
     import mlflow
 
-    from flows.tracking import Tracker
+    from flows.tracking.runs import Tracker
 
     settings = load_settings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=tmp_path.as_uri())
     tracker = Tracker(settings, tmp_path / "ws")

@@ -17,7 +17,7 @@ def _open(root: str, barrier, out) -> None:
     import mlflow  # noqa: F401 - imported before the barrier so that the processes start together
 
     from flows.settings import load_settings
-    from flows.tracking import Tracker
+    from flows.tracking.runs import Tracker
 
     settings = load_settings(tracking_uri=f"sqlite:///{root}/mlflow.db", artifact_location=Path(root).as_uri())
     barrier.wait()
@@ -47,7 +47,7 @@ def test_a_tracker_leaves_the_process_environment_as_it_was(tmp_path, monkeypatc
     import os
 
     from flows.settings import load_settings
-    from flows.tracking import Tracker
+    from flows.tracking.runs import Tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     first = load_settings(root=tmp_path / "a")

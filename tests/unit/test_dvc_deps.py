@@ -30,7 +30,7 @@ RECORD_ONLY = {
     "flows/progress.py",
     "flows/settings.py",
     "flows/supervise.py",
-    "flows/tracking.py",
+    "flows/tracking/runs.py",
 }
 # What every ``recraft stage NAME`` runs through before the stage's own code: the params it
 # reads (defaults included), the dispatch and the device it picks.
@@ -175,10 +175,10 @@ def test_the_analysis_sees_the_bound_terms_of_evaluate():
     """The guard itself: evaluate reaches components/bound.py through the recipe's
     ``bound_terms`` and the registry through a function-local import; prepare reaches neither."""
     evaluate, prepare = _stage_modules("evaluate"), _stage_modules("prepare")
-    assert {"components/bound.py", "flows/registry.py", "flows/stages/evaluate.py"} <= evaluate
+    assert {"components/bound.py", "flows/tracking/registry.py", "flows/stages/evaluate.py"} <= evaluate
     assert {"flows/stages/__init__.py", "flows/stages/context.py"} <= evaluate
     assert not {"flows/stages/fit.py", "flows/stages/align.py"} & evaluate
-    assert "flows/registry.py" not in prepare and "components/bound.py" not in prepare
+    assert "flows/tracking/registry.py" not in prepare and "components/bound.py" not in prepare
 
 
 def test_recraft_run_fingerprints_the_params_dvc_yaml_lists():

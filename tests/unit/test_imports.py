@@ -81,9 +81,9 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
-# The tracking adapter: the run records (tracking.py), the model registry (registry.py) and the
-# pyfunc MLflow loads (mlflow_model.py). Every other module goes through them.
-TRACKING = {"flows/tracking.py", "flows/registry.py", "flows/mlflow_model.py"}
+# The tracking package: the run records (runs.py), the model registry (registry.py) and the pyfunc
+# MLflow loads (pyfunc.py). Every other module goes through them.
+TRACKING = {"flows/tracking/runs.py", "flows/tracking/registry.py", "flows/tracking/pyfunc.py"}
 
 
 def test_only_the_tracking_modules_call_mlflow():

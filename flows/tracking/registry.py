@@ -13,12 +13,12 @@ import numpy as np
 from components.data import PreparedMeta
 from components.errors import UserError
 from flows.settings import Settings, redact, sqlite_file
-from flows.tracking import WORKSPACE_TAG, use_tracking_uri
+from flows.tracking.runs import WORKSPACE_TAG, use_tracking_uri
 
 __all__ = ["log_and_register", "CHAMPION", "model_lineage", "download_model", "pyfunc_artifacts"]
 
 CHAMPION = "champion"
-_PKG_ROOT = Path(__file__).resolve().parent.parent
+_PKG_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _requirements() -> list[str]:
@@ -63,7 +63,7 @@ def log_and_register(ctx, result: dict, meta: PreparedMeta, lineage: dict[str, s
     name = ctx.settings.registered_model.format(task=task_slug(ctx.params.task))
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(_PKG_ROOT / "flows" / "mlflow_model.py"),
+        python_model=str(_PKG_ROOT / "flows" / "tracking" / "pyfunc.py"),
         artifacts={"model": str(ctx.layout.model_dir)},
         code_paths=[str(_PKG_ROOT / "components")],
         signature=signature,
