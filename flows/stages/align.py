@@ -22,7 +22,7 @@ __all__ = ["align"]
 
 
 @task(name="align-embedder", tags=["gpu"], cache_policy=NO_CACHE)
-def _align(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, checkpoint) -> list[dict[str, float]]:
+def _align_task(ctx: StageContext, embedder, body, ref, train: Split, on_epoch, checkpoint) -> list[dict[str, float]]:
     steps, epochs = align_steps(len(train), ctx.params.align)
     with step_progress("align", steps * epochs) as on_step:
         return recipe.align(ctx.job, embedder, body, ref, train, on_epoch, checkpoint, on_step)
@@ -41,7 +41,8 @@ def align(ctx: StageContext) -> dict[str, float]:
         if recipe.aligns(ctx.params):
             inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.source_dir / "cloud.safetensors"]
             ckpt = stage_checkpoint(ctx, "align", inputs)
-            history = _align(ctx, embedder, body, ref, train, lambda e, r: run.metrics(r, step=e, prefix="align"), ckpt)
+            log = lambda e, r: run.metrics(r, step=e, prefix="align")  # noqa: E731
+            history = _align_task(ctx, embedder, body, ref, train, log, ckpt)
         save_checkpoint(ctx.layout.embedder_dir, embedder, cfg.to_json())
         summary = {f"align/{k}": v for k, v in (history[-1] if history else {}).items()}
         summary["seconds"] = time.perf_counter() - started

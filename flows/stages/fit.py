@@ -23,7 +23,7 @@ __all__ = ["fit", "fit_replica"]
 
 
 @task(name="fit-model", tags=["gpu"], cache_policy=NO_CACHE)
-def _fit(ctx: StageContext, model, train: Split, val: Split, meta: PreparedMeta, checkpoint, **callbacks):
+def _fit_task(ctx: StageContext, model, train: Split, val: Split, meta: PreparedMeta, checkpoint, **callbacks):
     steps, epochs = fit_steps(len(train), ctx.params.fit)
     with step_progress("fit", steps * epochs) as on_step:
         return recipe.fit(ctx.job, model, train, val, meta, checkpoint, on_step=on_step, **callbacks)
@@ -54,7 +54,7 @@ def fit(ctx: StageContext) -> dict[str, float]:
 
         inputs = [ctx.layout.prepared_dir / "train.npz", ctx.layout.embedder_dir / "weights.safetensors"]
         checkpoint = stage_checkpoint(ctx, "fit", inputs)
-        model, history = _fit(ctx, model, train, val, meta, checkpoint, on_epoch=log_epoch, on_log=log_steps)
+        model, history = _fit_task(ctx, model, train, val, meta, checkpoint, on_epoch=log_epoch, on_log=log_steps)
         save_checkpoint(
             ctx.layout.model_dir,
             model.cpu(),

@@ -18,7 +18,7 @@ __all__ = ["source"]
 
 
 @task(name="train-source-head", tags=["gpu"], cache_policy=NO_CACHE)
-def _train_source(ctx: StageContext) -> dict:
+def _source_task(ctx: StageContext) -> dict:
     return recipe.train_source(ctx.job)
 
 
@@ -28,7 +28,7 @@ def source(ctx: StageContext) -> dict[str, float]:
     started = time.perf_counter()
     recipe.seed_everything(ctx.params.seed)
     with ctx.tracker().stage("source", flatten(ctx.params), ctx.tags) as run:
-        out = _train_source(ctx)
+        out = _source_task(ctx)
         for epoch, record in enumerate(out["history"]):
             run.metrics(record, step=epoch, prefix="source")
         summary = source_summary(out, time.perf_counter() - started)
