@@ -1,6 +1,6 @@
 """Results guard for refactors: the same code paths, params and seed give bit-identical results.
 
-    python benchmarks/guard.py record guard.json [--default-dna] [--code DIR]
+    python benchmarks/guard.py record guard.json [--default-dna] [--only NAME ...] [--code DIR]
     python benchmarks/guard.py check guard.json [--code DIR]
 
 ``record`` runs ``recraft run`` for one small case per task type and method (and, with
@@ -100,10 +100,16 @@ def main() -> None:
     parser.add_argument("file", type=Path)
     parser.add_argument("--default-dna", action="store_true", help="also the default dna pipeline (minutes)")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose code runs (default: this one)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="record just these cases (e.g. default-dna)")
     args = parser.parse_args()
     code = args.code.resolve()
     if args.action == "record":
         names = list(CASES) + (["default-dna"] if args.default_dna else [])
+        if args.only:
+            unknown = sorted(set(args.only) - {*CASES, "default-dna"})
+            if unknown:
+                raise SystemExit(f"--only {', '.join(unknown)}: no such case; cases: {', '.join(CASES)}, default-dna")
+            names = args.only
         cases = run_all(names, code)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=code, capture_output=True, text=True).stdout.strip()
         args.file.write_text(json.dumps({"commit": commit, "threads": 1, "cases": cases}, indent=1) + "\n")
