@@ -155,7 +155,7 @@ def stage(
         common.preflight(p, settings, Path("."))
         if server is not None:  # read when prefect is imported, just below
             os.environ["PREFECT_API_URL"] = server.url()
-            from flows.pipeline import make_context, run_stage
+        from flows.pipeline import make_context, run_stage
 
         started = time.perf_counter()
         result = run_stage(name, make_context(p, settings, Path(".")))
