@@ -121,10 +121,13 @@ def _normalisers(objective: str, cfg: AlignParams, n_source_classes: int) -> dic
     FA is divided by its value at the first step; FLD by ``ln C_s``, its range. A term divided by
     its running magnitude instead gets a gradient that grows like 1/|term| when the term nears 0
     (the ``mi`` FLD does), and drowns the other term under Adam. One-term steps are not scaled.
+    With ``cfg.balance == "first"``, ``grad.<term>`` holds the norm of the term's gradient at the
+    first step, which then divides that term's gradient at every step (:func:`_balanced_backward`).
     """
     if objective != "recraft" or cfg.schedule != "joint" or min(cfg.lambda_fa, cfg.lambda_fld) == 0:
         return {}
-    return {"fa": None, "fld": math.log(n_source_classes)}
+    grads = {"grad.fa": None, "grad.fld": None} if cfg.balance == "first" else {}
+    return {"fa": None, "fld": math.log(n_source_classes)} | grads
 
 
 def align_embedder(
@@ -272,19 +275,28 @@ class _AlignLoop:
             sums[name] += value.item()
         self.opt.zero_grad(set_to_none=True)
         if norms and len(terms) > 1:
-            _balanced_backward(self.embedder, terms, {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld})
+            _balanced_backward(self.embedder, terms, {"fa": cfg.lambda_fa, "fld": cfg.lambda_fld}, norms)
         else:
             loss.backward()
         self.opt.step()
         sums["loss"] += loss.item()
 
 
-def _balanced_backward(embedder: nn.Module, terms: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
-    """Set ``phi``'s gradient to ``sum_k lambda_k * grad_k / ||grad_k||`` over the terms.
+def _balanced_backward(
+    embedder: nn.Module,
+    terms: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    norms: dict[str, float | None],
+) -> None:
+    """Set ``phi``'s gradient to ``sum_k lambda_k * grad_k / n_k`` over the terms.
 
-    Each term contributes a unit direction scaled by its weight, whatever its own scale: with a
-    strong source head FLD's gradient is ~100x FA's at the start of stage 1, and a plain sum
-    (even of fixed-normalised terms) spends the first steps on FLD alone while FA stays put.
+    ``n_k`` is ``||grad_k||`` of this step (``balance: unit``), or, where ``norms`` holds
+    ``grad.<k>``, that norm at the first step, fixed from then on (``balance: first``). Either way
+    each term starts with the same pull whatever its own scale: with a strong source head FLD's
+    gradient is ~100x FA's at the start of stage 1, and a plain sum (even of fixed-normalised
+    terms) spends the first steps on FLD alone while FA stays put. With per-step unit directions a
+    term keeps its full pull after it has reached its minimum (FLD near 0 on dna still moves
+    ``phi`` as much as FA does); with first-step norms its gradient, and its pull, shrink with it.
     """
     params = [p for p in embedder.parameters() if p.requires_grad]
     total = [torch.zeros_like(p) for p in params]
@@ -292,9 +304,12 @@ def _balanced_backward(embedder: nn.Module, terms: dict[str, torch.Tensor], weig
     for i, name in enumerate(names):
         grads = torch.autograd.grad(terms[name], params, retain_graph=i < len(names) - 1, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads)).clamp_min(1e-12)
+        norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)).clamp_min(1e-12))
+        key = f"grad.{name}"
+        if key in norms:
+            norm = norms[key] = norms[key] or norm
         for t, g in zip(total, grads, strict=True):
-            t.add_(g, alpha=weights[name] / float(norm))
+            t.add_(g, alpha=weights[name] / norm)
     for p, t in zip(params, total, strict=True):
         p.grad = t
 

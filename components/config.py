@@ -140,6 +140,12 @@ class AlignParams(_Section):
         description="FLD as conditional entropy (ce: the bound's own term, the released code's choice) or -MI "
         "(mi: also spreads target classes over source classes; near 0 when h_s cannot tell them apart)",
     )
+    balance: Literal["unit", "first"] = Field(
+        "unit",
+        description="joint steps: each term's gradient divided by its own norm every step (unit: the terms "
+        "pull equally throughout) or by its norm at the first step (first: a term that has been minimised "
+        "stops pulling)",
+    )
     lambda_fa: float = Field(1.0, ge=0.0, description="weight of feature alignment")
     lambda_fld: float = Field(1.0, ge=0.0, description="weight of feature-label distortion")
     eps: float = Field(0.1, gt=0.0, description="Sinkhorn entropic regularisation")

@@ -55,6 +55,28 @@ def test_alignment_lowers_fa_and_fld(tiny_body):
     assert history[-1]["fld"] < 0.5 * history[0]["first_fld"]
 
 
+def test_first_step_gradient_norms_let_a_minimised_fld_stop_pulling(tiny_body_factory):
+    """With ``balance: first`` each term's gradient is divided by its first-step norm: once FLD is
+    near 0 its pull fades and FA falls further than with per-step unit directions, which keep
+    moving ``phi`` along FLD's (vanishing) gradient at full strength."""
+    g = torch.Generator().manual_seed(0)
+    head = nn.Linear(32, 4)
+    nn.init.normal_(head.weight, std=1.0, generator=g)
+    ref = AlignReference(torch.randn(200, 32, generator=g) * 0.3 + torch.randn(32, generator=g), head)
+    x, y = _motif_task(256, seed=1)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    after = {}
+    for balance in ("unit", "first"):
+        body = tiny_body_factory()
+        embedder = _embedder(body)
+        cfg = AlignParams(epochs=6, steps_per_epoch=8, batch_size=64, eps=1.0, lr=1e-2, balance=balance)
+        align_embedder(embedder, body, ref, xt, yt, cfg, seed=0, device=torch.device("cpu"))
+        with torch.no_grad():
+            after[balance] = alignment_terms(embedder, body, ref, xt, yt, cfg)
+    assert after["first"]["fa"] < 0.6 * after["unit"]["fa"], after
+    assert after["first"]["fld"] < 0.2, after  # FLD (ce, from 1.09) stays near its minimum
+
+
 def test_a_running_magnitude_normaliser_is_not_used(tiny_body):
     """Near FLD = 0 (the mi variant with a head that cannot tell classes apart) the joint step
     must not blow FLD's weight up: with lambda_fld tiny, FA falls as much as FA alone does."""
