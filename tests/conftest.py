@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 # A workspace's shared Prefect server (plain `dvc repro`, flows/prefect_local.py) stops 10 s after
 # its last stage, not 30 s: the suite's workspaces come and go quickly.
@@ -97,7 +99,8 @@ def prefect_harness(tmp_path_factory):
         yield
 
 
-# A real but tiny run: MiniLM cut to 2 layers, small subsets, a few steps per stage.
+# The tests' one tiny budget: a real run with MiniLM cut to 2 layers, small subsets and a few
+# steps per stage. A test file that needs less (or more) lists only its differences, TINY + [...].
 TINY = [
     "model.n_layers=2",
     "prepare.max_test=60",
@@ -106,9 +109,18 @@ TINY = [
     "source.hinge_steps=1",
     "align.steps_per_epoch=2",
     "align.batch_size=32",
+    "align.per_class=16",
     "fit.epochs=1",
     "fit.min_steps=0",
 ]
+
+
+def tiny_params_yaml(differences: list[str] = ()) -> str:
+    """The project's params.yaml with TINY and then ``differences`` applied, as YAML text."""
+    from flows.params import apply_overrides
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    return yaml.safe_dump(apply_overrides(params, [*TINY, *differences]), sort_keys=False)
 
 
 def local_settings(root, wheel_cache, **overrides):

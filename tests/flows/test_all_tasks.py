@@ -17,23 +17,20 @@ import pytest
 import torch
 
 from components.tasks import TASKS
+from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "model.n_layers=2",
+# TINY on every task: fewer samples, and the generated fields small.
+BUDGET = TINY + [
     "prepare.max_train=96",
     "prepare.max_test=48",
     "data.n_samples=200",
     "data.resolution=32",
     "source.n_source=100",
     "source.epochs=2",
-    "source.hinge_steps=1",
     "align.epochs=2",
     "align.steps_per_epoch=1",
-    "align.batch_size=32",
-    "fit.epochs=1",
-    "fit.min_steps=0",
     "fit.batch_size=32",
 ]
 
@@ -60,7 +57,7 @@ def _context(root, wheel_cache, overrides):
         device="cpu",
     )
     # As a params file is read: the task's per_task values (tecator's differences) apply under TINY.
-    return make_context(parse_params(task_values(with_overrides({}, TINY + overrides))), settings, root)
+    return make_context(parse_params(task_values(with_overrides({}, BUDGET + overrides))), settings, root)
 
 
 @pytest.fixture(scope="module")

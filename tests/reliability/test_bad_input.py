@@ -21,19 +21,25 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import tiny_params_yaml
 from tests.integration.test_s3_mirror import _moto_checks_credentials, endpoint  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[2]
 RECRAFT = str(Path(sys.executable).with_name("recraft"))
-TINY = {
-    "model": {"n_layers": 1},
-    "prepare": {"max_train": 64, "max_test": 32},
-    "source": {"n_source": 48, "epochs": 1, "hinge_steps": 1},
-    "align": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 16},
-    "fit": {"epochs": 1, "min_steps": 0, "batch_size": 32},
-}
+# Smaller than TINY: the cases check messages and files, not what is learnt.
+SMALLER = [
+    "model.n_layers=1",
+    "prepare.max_train=64",
+    "prepare.max_test=32",
+    "source.n_source=48",
+    "source.epochs=1",
+    "align.epochs=1",
+    "align.steps_per_epoch=1",
+    "align.batch_size=16",
+    "fit.batch_size=32",
+]
 
 
 @dataclass(frozen=True)
@@ -314,10 +320,7 @@ def workspace(tmp_path_factory, wheel_cache, prefect_server):
     tmp = tmp_path_factory.mktemp("corpus")
     ws = tmp / "template"
     ws.mkdir()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (ws / "params.yaml").write_text(tiny_params_yaml(SMALLER))
     env = _env(tmp, wheel_cache, {"PREFECT_API_URL": prefect_server}, ws)
     for stage in ("assets", "prepare", "source", "align"):
         proc = subprocess.run([RECRAFT, "stage", stage], cwd=ws, env=env, capture_output=True, text=True)

@@ -22,22 +22,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import TINY
+
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 RECRAFT = str(Path(sys.executable).with_name("recraft"))
 # Checkpoints every 2 steps; align runs 2 epochs x 3 steps, fit 2 epochs x 4 steps (of ~100
 # training samples), so each stage saves several times and has steps between saves.
-TINY = [
+# TINY with more steps (every fault point is reached) on a smaller body and source.
+BUDGET = TINY + [
     "model.n_layers=1",
     "prepare.max_test=40",
     "source.n_source=48",
     "source.epochs=2",
-    "source.hinge_steps=1",
     "align.epochs=2",
     "align.steps_per_epoch=3",
-    "align.batch_size=32",
     "fit.epochs=2",
-    "fit.min_steps=0",
     "fit.batch_size=32",
     "fit.patience=2",
 ]
@@ -89,7 +89,7 @@ def shared(tmp_path_factory, wheel_cache):
 
 
 def _run(workdir: Path, task: Path, env: dict, fault: str | None = None) -> subprocess.CompletedProcess:
-    sets = [a for kv in TINY for a in ("--set", kv)]
+    sets = [a for kv in BUDGET for a in ("--set", kv)]
     cmd = [RECRAFT, "run", "--task", f"npz:{task}", "--workdir", str(workdir), "--metrics-out", str(workdir / "m.json")]
     env = {**env, "RECRAFT_FAULT": fault} if fault else env
     cwd = workdir.parent / "cwd"  # where a default store (./mlflow.db) would appear
