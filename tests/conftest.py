@@ -115,6 +115,18 @@ TINY = [
 ]
 
 
+# Less than TINY, for runs with one process per stage (`dvc repro`, `dvc exp run`, a Prefect
+# worker): each pays seven process start-ups on top of its compute; what is learnt is tested elsewhere.
+PER_PROCESS = [
+    "model.n_layers=1",
+    "prepare.max_train=96",
+    "prepare.max_test=40",
+    "source.n_source=64",
+    "source.epochs=2",
+    "align.steps_per_epoch=1",
+]
+
+
 def tiny_params_yaml(differences: list[str] = ()) -> str:
     """The project's params.yaml with TINY and then ``differences`` applied, as YAML text."""
     from flows.params import apply_overrides

@@ -13,21 +13,12 @@ import pytest
 import yaml
 
 from flows.prefect_local import is_alive
-from tests.conftest import tiny_params_yaml
+from tests.conftest import PER_PROCESS, tiny_params_yaml
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# Smaller than TINY: seven stage processes run three times over; what is learnt is tested elsewhere.
-SMALLER = [
-    "model.n_layers=1",
-    "prepare.max_train=96",
-    "prepare.max_test=40",
-    "source.n_source=64",
-    "source.epochs=2",
-    "align.steps_per_epoch=1",
-]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -42,7 +33,7 @@ def repo(tmp_path_factory, wheel_cache):
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     for sub in ("components", "flows"):
         shutil.copytree(ROOT / sub, repo / sub, ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "params.yaml").write_text(tiny_params_yaml(SMALLER))
+    (repo / "params.yaml").write_text(tiny_params_yaml(PER_PROCESS))
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",

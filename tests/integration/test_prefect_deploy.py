@@ -33,23 +33,13 @@ from flows.dvc_remote import (
     retry_unless_misconfigured,
 )
 from flows.prefect_local import _free_port, local_prefect_server
-from tests.conftest import TINY
+from tests.conftest import PER_PROCESS, TINY
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# The session's tiny params, cut further: every stage is its own process under `dvc exp run`,
-# so this run costs seven process start-ups on top of its compute.
-RUN_OVERRIDES = [
-    *TINY,
-    "model.n_layers=1",
-    "prepare.max_train=96",
-    "prepare.max_test=40",
-    "source.n_source=64",
-    "source.epochs=2",
-    "align.steps_per_epoch=1",
-]
+RUN_OVERRIDES = [*TINY, *PER_PROCESS]  # every stage is its own process under `dvc exp run`
 STAGES = {"assets", "prepare", "source", "tune", "align", "fit", "evaluate"}
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "recraft test",
